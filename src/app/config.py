@@ -1,0 +1,122 @@
+"""Settings, read from the environment by the product's exact variable names (no prefix).
+
+Every limit the service enforces is a setting, so tests can shrink it. ``unsafe_reasons`` lists what
+makes a configuration unfit for staging or production; the app refuses to start on any of them.
+"""
+
+from __future__ import annotations
+
+import secrets
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+Environment = Literal["development", "staging", "production"]
+
+_DATASET_SUFFIX: dict[str, str] = {"development": "local", "staging": "stage", "production": "prod"}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    # --- identity of the deployment ---
+    environment: Environment = Field("development", description="development | staging | production")
+    gcp_project_id: str = Field(
+        "convergence-local",
+        pattern=r"^[a-z][a-z0-9\-]{4,61}[a-z0-9]$",
+        description="Project that holds the central and org datasets (DuckDB: the catalog name).",
+    )
+    instance_id: str = Field(
+        default_factory=lambda: f"inst-{secrets.token_hex(6)}",
+        description="Owner id written on runs this process executes.",
+    )
+
+    # --- auth ---
+    admin_api_key: SecretStr | None = Field(None, description="X-Admin-Key value; required in production.")
+    disable_auth: bool = Field(False, description="Development only: skip key checks.")
+    key_cache_ttl_seconds: float = Field(30.0, ge=0, le=60, description="Verified org keys are cached this long.")
+
+    # --- KMS ---
+    kms_key_name: str | None = Field(None, description="Cloud KMS crypto key; unset = local AES-GCM key file.")
+    kms_api_endpoint: str | None = Field(None, description="Point the Cloud KMS client elsewhere (tests).")
+    local_kms_key_path: Path = Field(REPO_ROOT / "data" / "local_kms.key")
+
+    # --- warehouse ---
+    warehouse: Literal["duckdb", "bigquery"] = "duckdb"
+    duckdb_path: Path = Field(REPO_ROOT / "data" / "convergence.duckdb")
+    duckdb_memory_limit: str = Field("2GB", pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$")
+    duckdb_threads: int = Field(2, ge=1, le=64)
+    bigquery_location: str = "US"
+    bigquery_api_endpoint: str | None = None
+    maximum_bytes_billed: int = Field(100 * 1024**3, ge=1, description="Cap on tenant query bytes (BigQuery).")
+    query_timeout_seconds: float = Field(600.0, gt=0)
+    warehouse_retry_attempts: int = Field(4, ge=1, le=10)
+    warehouse_retry_base_seconds: float = Field(0.2, ge=0)
+
+    # --- pipelines ---
+    configs_dir: Path = Field(REPO_ROOT / "configs")
+    max_run_window_days: int = Field(92, ge=1)
+    run_lease_seconds: float = Field(300.0, gt=0, description="A run whose heartbeat is older is 'owner lost'.")
+    heartbeat_seconds: float = Field(30.0, gt=0)
+    step_retry_backoff_seconds: float = Field(2.0, ge=0)
+    demo_billing_table: str | None = Field(
+        None, description="Local only: billing export used by orgs that set none (default: the demo table)."
+    )
+
+    # --- HTTP ---
+    max_request_body_bytes: int = Field(1024 * 1024, ge=1024)
+    public_base_url: str = Field("http://127.0.0.1:8000", description="Used in links sent to users.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("admin_api_key", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("kms_key_name", "bigquery_api_endpoint", "kms_api_endpoint", "demo_billing_table", mode="before")
+    @classmethod
+    def _blank_str_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    # ------------------------------------------------------------------------------------------
+    @property
+    def is_local(self) -> bool:
+        return self.environment == "development"
+
+    @property
+    def dataset_suffix(self) -> str:
+        return _DATASET_SUFFIX[self.environment]
+
+    @property
+    def central_dataset(self) -> str:
+        return "organizations"
+
+    def org_dataset(self, org_slug: str) -> str:
+        return f"{org_slug}_{self.dataset_suffix}"
+
+    @cached_property
+    def admin_key_bytes(self) -> bytes | None:
+        return self.admin_api_key.get_secret_value().encode() if self.admin_api_key else None
+
+    def unsafe_reasons(self) -> list[str]:
+        """What makes this configuration unfit outside development (empty list = fine)."""
+        if self.is_local:
+            return []
+        reasons = []
+        key = self.admin_api_key.get_secret_value() if self.admin_api_key else ""
+        if not key:
+            reasons.append("ADMIN_API_KEY is not set")
+        elif len(key) < 32:
+            reasons.append("ADMIN_API_KEY is shorter than 32 characters")
+        if self.disable_auth:
+            reasons.append("DISABLE_AUTH=true is not allowed")
+        if not self.kms_key_name:
+            reasons.append("KMS_KEY_NAME is not set")
+        if self.warehouse == "duckdb":
+            reasons.append("WAREHOUSE=duckdb is not allowed (use bigquery)")
+        return reasons

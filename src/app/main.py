@@ -1,0 +1,81 @@
+"""The FastAPI app: ``create_app()`` wires settings, lifespan, middleware, errors and routers.
+
+Run it with ``python -m src.app`` (or ``uvicorn --factory src.app.main:create_app``). Nothing is
+connected at import time: clients are built in the lifespan.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from src.app import exception_handlers
+from src.app.config import Settings
+from src.app.dependencies.auth import authenticate_request
+from src.app.logging_setup import configure_logging
+from src.app.middleware import RequestContextMiddleware
+from src.app.routers import admin, health, organizations, pipelines
+from src.core.errors import WarehouseNotFoundError
+
+log = logging.getLogger("convergence")
+
+VERSION = "0.1.0"
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    from src.core.services.container import build_services
+
+    settings: Settings = app.state.settings
+    services = build_services(settings)
+    await services.warehouse.start()
+    app.state.services = services
+    app.state.authenticate_headers = authenticate_request
+    if settings.disable_auth:
+        log.warning("DISABLE_AUTH=true: every request is treated as the admin. Development only.")
+    try:
+        await services.run_service.recover_orphans()
+    except WarehouseNotFoundError:
+        pass  # not bootstrapped yet: no runs to recover
+    services.run_service.start_heartbeat()
+    log.info(
+        "service started",
+        extra={
+            "warehouse": settings.warehouse,
+            "environment": settings.environment,
+            "instance_id": settings.instance_id,
+        },
+    )
+    try:
+        yield
+    finally:
+        await services.run_service.shutdown()
+        await services.kms.close()
+        await services.warehouse.close()
+        log.info("service stopped")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    secrets = [settings.admin_api_key.get_secret_value()] if settings.admin_api_key else []
+    configure_logging(settings.log_level, secrets=secrets)
+    reasons = settings.unsafe_reasons()
+    if reasons:
+        sys.stderr.write(f"refusing to start in {settings.environment}: {'; '.join(reasons)}\n")
+        raise SystemExit(2)
+    app = FastAPI(
+        title="Convergence Data Pipeline",
+        version=VERSION,
+        description="Multi-tenant pipelines that turn GCP billing exports into exact per-organization cost tables.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    exception_handlers.install(app)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_request_body_bytes)
+    for module in (health, admin, organizations, pipelines):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+import json
+from datetime import date
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Path, Query, Request, status
+
+from src.app.dependencies.auth import CallerDep, authorize_org
+from src.app.dependencies.services import ServicesDep
+from src.app.logging_setup import request_id_var
+from src.app.schemas.organizations import ORG_SLUG_PATTERN
+from src.core.errors import BadRequestError, ValidationFailedError
+from src.core.services.runs import Caller
+
+router = APIRouter(prefix="/api/v1/pipelines", tags=["pipelines"])
+
+Segment = Annotated[str, Path(max_length=64)]
+RunStatus = Literal["PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"]
+
+_RUN_BODY = {
+    "requestBody": {
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "description": 'The pipeline\'s declared parameters: {"date": "YYYY-MM-DD"} or '
+                    '{"start_date": …, "end_date": …} for a window, plus any others it declares.',
+                    "additionalProperties": True,
+                },
+                "example": {"date": "2026-11-26"},
+            }
+        }
+    }
+}
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise BadRequestError("the request body is not valid JSON", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise ValidationFailedError("the request body must be a JSON object", code="invalid_parameters")
+    return body
+
+
+@router.post(
+    "/run/{org_slug}/{provider}/{domain}/{pipeline}",
+    status_code=status.HTTP_202_ACCEPTED,
+    openapi_extra=_RUN_BODY,
+)
+async def run_pipeline(
+    org_slug: Annotated[str, Path(pattern=ORG_SLUG_PATTERN)],
+    provider: Segment,
+    domain: Segment,
+    pipeline: Segment,
+    request: Request,
+    identity: CallerDep,
+    services: ServicesDep,
+) -> dict[str, Any]:
+    """Start ``configs/{provider}/{domain}/{pipeline}.yml`` for the org; 202 with the run id."""
+    org = authorize_org(identity, org_slug)
+    loaded = services.store.runnable(provider, domain, pipeline)
+    params = await _json_object(request)
+    return await services.run_service.start(
+        loaded,
+        caller=Caller(org_slug=org, is_admin=identity.is_admin),
+        params=params,
+        request_id=request_id_var.get(),
+    )
+
+
+@router.get("/runs/{pipeline_logging_id}")
+async def get_run(
+    pipeline_logging_id: Annotated[str, Path(max_length=64)], identity: CallerDep, services: ServicesDep
+) -> dict[str, Any]:
+    """One run with its steps and reconciliation results. Another org's run is 404."""
+    return await services.run_service.get(pipeline_logging_id, None if identity.is_admin else identity.org_slug)
+
+
+@router.get("/runs")
+async def list_runs(
+    identity: CallerDep,
+    services: ServicesDep,
+    status_filter: Annotated[RunStatus | None, Query(alias="status")] = None,
+    pipeline: Annotated[str | None, Query(max_length=200)] = None,
+    on_date: Annotated[date | None, Query(alias="date")] = None,
+    org_slug: Annotated[str | None, Query(pattern=ORG_SLUG_PATTERN, description="Admin only")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> dict[str, Any]:
+    """The caller's runs, newest first (the admin sees every org's, or one with ``org_slug``)."""
+    caller_org = org_slug if identity.is_admin else authorize_org(identity, org_slug or identity.org_slug or "")
+    runs = await services.run_service.list(
+        caller_org=caller_org, status=status_filter, pipeline=pipeline, on_date=on_date, limit=limit
+    )
+    return {"runs": runs, "count": len(runs)}

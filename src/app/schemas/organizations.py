@@ -1,0 +1,95 @@
+"""Request and response bodies of the organization routes."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+
+ORG_SLUG_PATTERN = r"^[a-z0-9_]{3,50}$"
+TABLE_PATTERN = r"^[a-z][a-z0-9\-]{4,61}[a-z0-9]\.[A-Za-z_][A-Za-z0-9_]{0,1023}\.[A-Za-z_][A-Za-z0-9_]{0,1023}$"
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class OnboardRequest(_Body):
+    org_slug: str = Field(pattern=ORG_SLUG_PATTERN, description="Lowercase letters, digits, underscore; 3-50.")
+    company_name: str = Field(min_length=1, max_length=200)
+    admin_email: EmailStr
+    subscription_plan: str = Field(
+        "STARTER", min_length=1, max_length=40, description="STARTER, PROFESSIONAL or SCALE."
+    )
+    billing_export_table: str | None = Field(
+        None, pattern=TABLE_PATTERN, description="project.dataset.gcp_billing_export_v1_<ACCOUNT_ID>"
+    )
+
+    @field_validator("subscription_plan")
+    @classmethod
+    def _upper(cls, value: str) -> str:
+        return value.upper()
+
+    @field_validator("company_name")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        if any(ord(ch) < 32 for ch in value):
+            raise ValueError("must not contain control characters")
+        return value
+
+
+class OnboardResponse(BaseModel):
+    org_slug: str
+    api_key: str = Field(description="Shown once; store it now.")
+    dataset_id: str
+    dataset_created: bool
+    subscription_plan: str
+    limits: dict[str, int]
+    billing_export_table: str | None
+
+
+class DryRunResponse(BaseModel):
+    valid: bool
+    checks: list[dict[str, Any]]
+
+
+class OrgResponse(BaseModel):
+    org_slug: str
+    company_name: str
+    admin_email: str
+    status: str
+    subscription_plan: str | None
+    org_dataset: str | None
+    billing_export_table: str | None
+    limits: dict[str, int | None]
+    created_at: datetime
+    updated_at: datetime | None
+
+
+class BillingSourceRequest(_Body):
+    billing_export_table: str | None = Field(
+        description="project.dataset.table of the GCP standard usage cost export; null clears it.",
+        pattern=TABLE_PATTERN,
+    )
+
+
+class DailyCost(BaseModel):
+    usage_date: date
+    currency: str | None
+    group_id: str | None = None
+    group_name: str | None = None
+    row_count: int
+    gross_cost: float
+    credits: float
+    net_cost: float
+
+
+class DailyCostsResponse(BaseModel):
+    org_slug: str
+    start_date: date
+    end_date: date
+    group_by: str | None
+    table: str
+    days: list[DailyCost]
+    totals: dict[str, float]

@@ -1,0 +1,168 @@
+"""The warehouse interface: what core code may ask of a backend.
+
+All SQL handed to a backend is BigQuery Standard SQL with ``@name`` parameters; names are
+three-part (```project.dataset.table```). Core code branches on ``Capabilities``, never on a
+backend's name. Backends raise only ``WarehouseError`` subclasses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple, TypeVar
+
+from src.core.engine.schema import Schema, SchemaField, TableOptions
+from src.core.engine.sql import TableRef
+from src.core.errors import TransientWarehouseError
+
+log = logging.getLogger(__name__)
+
+Row = dict[str, Any]
+T = TypeVar("T")
+
+
+class TypedParam(NamedTuple):
+    """A value with an explicit BigQuery type (needed for NULLs and ambiguous values)."""
+
+    type: str  # STRING, INT64, FLOAT64, NUMERIC, BOOL, DATE, TIMESTAMP, JSON, or ARRAY<...>
+    value: Any
+
+
+Params = Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    name: str
+    transactions: bool
+    partitioning: bool
+    clustering: bool
+    merge: bool
+    dataset_labels: bool
+    # One process owns the data: runs left RUNNING when it starts can only be orphans.
+    single_process: bool
+
+
+@dataclass(frozen=True, slots=True)
+class QueryOptions:
+    """Per-job settings. ``org_slug`` marks a tenant query (capped by maximum bytes billed)."""
+
+    org_slug: str | None = None
+    run_id: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    timeout_seconds: float | None = None
+
+
+class Transaction(ABC):
+    """Statements run in one atomic unit; leaving the block commits, an exception rolls back."""
+
+    @abstractmethod
+    async def query(self, sql: str, params: Params | None = None) -> list[Row]: ...
+
+    @abstractmethod
+    async def execute(self, sql: str, params: Params | None = None) -> int: ...
+
+
+class Warehouse(ABC):
+    capabilities: Capabilities
+    project: str
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Open connections (called once, from the app's lifespan)."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections (called once, at shutdown)."""
+
+    def table(self, dataset: str, table: str) -> TableRef:
+        return TableRef(self.project, dataset, table)
+
+    # --- queries ------------------------------------------------------------------------------
+    @abstractmethod
+    async def ping(self) -> None: ...
+
+    @abstractmethod
+    async def query(self, sql: str, params: Params | None = None, *, options: QueryOptions | None = None) -> list[Row]:
+        """Run a SELECT (or a script ending in one); return its rows as dicts."""
+
+    @abstractmethod
+    async def execute(self, sql: str, params: Params | None = None, *, options: QueryOptions | None = None) -> int:
+        """Run DML; return the number of affected rows."""
+
+    @abstractmethod
+    def transaction(self, options: QueryOptions | None = None) -> AbstractAsyncContextManager[Transaction]: ...
+
+    @abstractmethod
+    async def check_query(self, sql: str, params: Params | None = None) -> None:
+        """Validate a query against the live catalog without reading data (dry run)."""
+
+    # --- catalog ------------------------------------------------------------------------------
+    @abstractmethod
+    async def dataset_exists(self, dataset: str) -> bool: ...
+
+    @abstractmethod
+    async def create_dataset(
+        self, dataset: str, *, labels: Mapping[str, str] | None = None, description: str | None = None
+    ) -> bool:
+        """Create if missing; True if it was created now."""
+
+    @abstractmethod
+    async def delete_dataset(self, dataset: str) -> None:
+        """Drop the dataset and everything in it (no error if missing)."""
+
+    @abstractmethod
+    async def list_tables(self, dataset: str) -> list[str]: ...
+
+    @abstractmethod
+    async def table_exists(self, ref: TableRef) -> bool: ...
+
+    @abstractmethod
+    async def create_table(self, ref: TableRef, schema: Schema, options: TableOptions | None = None) -> bool:
+        """Create if missing; True if it was created now."""
+
+    @abstractmethod
+    async def drop_table(self, ref: TableRef) -> None: ...
+
+    @abstractmethod
+    async def table_columns(self, ref: TableRef) -> list[str]:
+        """Top-level column names, in order."""
+
+    @abstractmethod
+    async def add_columns(self, ref: TableRef, fields: Sequence[SchemaField]) -> None:
+        """Append NULLABLE/REPEATED columns to an existing table (data untouched)."""
+
+    @abstractmethod
+    async def load_ndjson(self, ref: TableRef, schema: Schema, path: Path, *, truncate: bool) -> int:
+        """Load a newline-delimited JSON file (a load job, not a query); returns rows loaded."""
+
+    @abstractmethod
+    async def table_options(self, ref: TableRef) -> TableOptions:
+        """Partitioning and clustering as the backend reports them (empty where it has none)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    attempts: int = 4
+    base_seconds: float = 0.2
+
+
+async def with_retries(operation: Callable[[], Awaitable[T]], *, policy: RetryPolicy, what: str) -> T:
+    """Retry ``operation`` on transient warehouse errors with bounded exponential backoff."""
+    attempts, base_seconds = policy.attempts, policy.base_seconds
+    for attempt in range(1, attempts + 1):
+        try:
+            return await operation()
+        except TransientWarehouseError as exc:
+            if attempt == attempts:
+                raise
+            delay = base_seconds * (2 ** (attempt - 1)) * (0.5 + random.random())
+            log.warning(
+                "transient warehouse error, retrying", extra={"what": what, "attempt": attempt, "error": exc.message}
+            )
+            await asyncio.sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover

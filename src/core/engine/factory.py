@@ -1,0 +1,29 @@
+"""Settings -> warehouse backend. The BigQuery driver is imported only when it is chosen."""
+
+from __future__ import annotations
+
+from src.app.config import Settings
+from src.core.engine.base import Warehouse
+
+
+def build_warehouse(settings: Settings) -> Warehouse:
+    if settings.warehouse == "bigquery":
+        from src.core.engine.bigquery_backend import BigQueryWarehouse
+
+        return BigQueryWarehouse(
+            project=settings.gcp_project_id,
+            location=settings.bigquery_location,
+            api_endpoint=settings.bigquery_api_endpoint,
+            maximum_bytes_billed=settings.maximum_bytes_billed,
+            timeout_seconds=settings.query_timeout_seconds,
+            retry_attempts=settings.warehouse_retry_attempts,
+            retry_base_seconds=settings.warehouse_retry_base_seconds,
+        )
+    from src.core.engine.duckdb_backend import DuckDBWarehouse
+
+    return DuckDBWarehouse(
+        path=settings.duckdb_path,
+        project=settings.gcp_project_id,
+        memory_limit=settings.duckdb_memory_limit,
+        threads=settings.duckdb_threads,
+    )

@@ -1,0 +1,34 @@
+"""Shape checks of a customer's billing export table, generated from the export's schema JSON."""
+
+from __future__ import annotations
+
+from src.core.engine.base import Warehouse
+from src.core.engine.schema import Schema, SchemaField
+from src.core.engine.sql import TableRef
+
+
+def _select_expr(field: SchemaField, path: str, depth: int) -> str:
+    """An expression that only binds if ``field`` (and all its nested fields) exist at ``path``."""
+    if field.type != "RECORD":
+        return path
+    if field.mode == "REPEATED":
+        alias = f"x{depth}"
+        inner = ", ".join(_select_expr(f, f"{alias}.{f.name}", depth + 1) for f in field.fields)
+        return f"ARRAY(SELECT AS STRUCT {inner} FROM UNNEST({path}) AS {alias})"
+    return (
+        "STRUCT(" + ", ".join(f"{_select_expr(f, f'{path}.{f.name}', depth)} AS {f.name}" for f in field.fields) + ")"
+    )
+
+
+def shape_probe_sql(table: TableRef, schema: Schema) -> str:
+    columns = ", ".join(f"{_select_expr(f, f'b.{f.name}', 0)} AS {f.name}" for f in schema)
+    return f"SELECT {columns} FROM {table.sql} AS b WHERE FALSE"
+
+
+class BillingExportRepository:
+    def __init__(self, warehouse: Warehouse) -> None:
+        self._wh = warehouse
+
+    async def check_shape(self, table: TableRef, schema: Schema) -> None:
+        """Raises a WarehouseError if a column or nested field of ``schema`` is missing."""
+        await self._wh.check_query(shape_probe_sql(table, schema))

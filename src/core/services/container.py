@@ -1,0 +1,74 @@
+"""Everything built once per process (in the app's lifespan) and handed to routers and processors."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from src.app.config import Settings
+from src.core.engine.base import RetryPolicy, Warehouse
+from src.core.engine.catalog import CentralCatalog
+from src.core.engine.factory import build_warehouse
+from src.core.engine.repositories.costs import CostRepository
+from src.core.engine.repositories.orgs import OrgRepository
+from src.core.engine.repositories.runs import RunRepository
+from src.core.pipeline.config_files import validate_all
+from src.core.pipeline.loader import PipelineStore
+from src.core.processors.registry import ProcessorRegistry
+from src.core.security.key_cache import KeyCache
+from src.core.security.kms import Encryptor, build_encryptor
+from src.core.services.plans import Plans
+
+if TYPE_CHECKING:
+    from src.core.pipeline.executor import PipelineExecutor
+    from src.core.services.runs import RunService
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    warehouse: Warehouse
+    catalog: CentralCatalog
+    plans: Plans
+    kms: Encryptor
+    key_cache: KeyCache
+    registry: ProcessorRegistry
+    store: PipelineStore
+    orgs: OrgRepository
+    runs: RunRepository
+    costs: CostRepository
+    executor: PipelineExecutor = field(init=False)
+    run_service: RunService = field(init=False)
+
+
+def build_services(settings: Settings) -> Services:
+    """Load and validate configs, and build the clients (nothing is connected yet)."""
+    from src.core.pipeline.executor import PipelineExecutor
+    from src.core.services.runs import RunService
+
+    registry = ProcessorRegistry()
+    validate_all(settings.configs_dir, registry)
+    store = PipelineStore(settings.configs_dir, registry)
+    store.load_all()
+    catalog = CentralCatalog(settings.configs_dir, settings.gcp_project_id)
+    warehouse = build_warehouse(settings)
+    retry = RetryPolicy(settings.warehouse_retry_attempts, settings.warehouse_retry_base_seconds)
+    services = Services(
+        settings=settings,
+        warehouse=warehouse,
+        catalog=catalog,
+        plans=Plans(settings.configs_dir),
+        kms=build_encryptor(settings),
+        key_cache=KeyCache(settings.key_cache_ttl_seconds),
+        registry=registry,
+        store=store,
+        orgs=OrgRepository(warehouse, catalog, retry=retry),
+        runs=RunRepository(warehouse, catalog, retry=retry),
+        costs=CostRepository(warehouse),
+    )
+    services.executor = PipelineExecutor(registry=registry, services=services)
+    services.run_service = RunService(services)
+    return services

@@ -1,0 +1,75 @@
+"""Checks shared by the onboarding dry-run and onboarding itself."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from src.core.errors import ConflictError, ServiceError, ValidationFailedError
+
+if TYPE_CHECKING:
+    from src.core.services.container import Services
+
+
+@dataclass(slots=True)
+class CheckReport:
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    first_error: ServiceError | None = None
+
+    def add(self, name: str, error: ServiceError | None, ok_message: str) -> None:
+        self.checks.append({"check": name, "passed": error is None, "message": error.message if error else ok_message})
+        if error is not None and self.first_error is None:
+            self.first_error = error
+
+    @property
+    def passed(self) -> bool:
+        return self.first_error is None
+
+
+async def missing_central_tables(services: Services) -> list[str]:
+    wh = services.warehouse
+    dataset = services.catalog.dataset.name
+    if not await wh.dataset_exists(dataset):
+        return list(services.catalog.tables)
+    existing = set(await wh.list_tables(dataset))
+    return [t for t in services.catalog.tables if t not in existing]
+
+
+async def check_onboarding(services: Services, variables: dict[str, Any]) -> CheckReport:
+    """Everything onboarding needs to be true, without writing anything."""
+    from src.core.services.billing_source import check_billing_table
+
+    report = CheckReport()
+    org_slug = variables["org_slug"]
+    plan_error: ServiceError | None = None
+    try:
+        services.plans.get(variables["subscription_plan"])
+    except ValidationFailedError as exc:
+        plan_error = exc
+    report.add("subscription_plan", plan_error, f"plan {variables['subscription_plan']} exists")
+    table = variables.get("billing_export_table")
+    if table:
+        table_error: ServiceError | None = None
+        try:
+            await check_billing_table(services, table, org_slug=org_slug)
+        except ServiceError as exc:
+            table_error = exc
+        report.add("billing_export_table", table_error, f"{table} is a billing export table")
+    missing = await missing_central_tables(services)
+    report.add(
+        "bootstrap_done",
+        ConflictError(
+            f"bootstrap is not done ({len(missing)} central tables missing); run POST /api/v1/admin/bootstrap first",
+            code="bootstrap_required",
+        )
+        if missing
+        else None,
+        "central tables exist",
+    )
+    exists = False if missing else await services.orgs.exists(org_slug)
+    report.add(
+        "org_slug_available",
+        ConflictError(f"organization {org_slug!r} already exists", code="org_exists") if exists else None,
+        f"{org_slug!r} is available",
+    )
+    return report

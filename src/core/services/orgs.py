@@ -1,0 +1,64 @@
+"""Organization reads: profile with limits, and daily costs from the org's own table."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import TYPE_CHECKING, Any
+
+from src.core.engine.repositories.costs import GroupBy
+from src.core.engine.sql import TableRef
+from src.core.errors import NotFoundError, ValidationFailedError
+
+if TYPE_CHECKING:
+    from src.core.services.container import Services
+
+COST_PIPELINE = "gcp/cost/cost_billing"
+
+
+async def get_org(services: Services, org_slug: str) -> dict[str, Any]:
+    row = await services.orgs.get(org_slug)
+    if row is None:
+        raise NotFoundError(f"organization {org_slug!r} not found", code="org_not_found")
+    limits = {k: row.pop(k) for k in ("daily_limit", "monthly_limit", "concurrent_limit")}
+    row["limits"] = {
+        "daily_run_limit": limits["daily_limit"],
+        "monthly_run_limit": limits["monthly_limit"],
+        "concurrent_run_limit": limits["concurrent_limit"],
+    }
+    return row
+
+
+def cost_table(services: Services, org_slug: str) -> TableRef:
+    """The cost table ``gcp/cost/cost_billing`` writes (its ``destination_table`` variable)."""
+    table = str(services.store.get(COST_PIPELINE).spec.variables["destination_table"])
+    return TableRef(services.settings.gcp_project_id, services.settings.org_dataset(org_slug), table)
+
+
+async def daily_costs(
+    services: Services, org_slug: str, *, start: date, end: date, group_by: GroupBy | None
+) -> dict[str, Any]:
+    if end < start:
+        raise ValidationFailedError("end_date is before start_date", code="invalid_parameters")
+    if (end - start).days + 1 > 366:
+        raise ValidationFailedError("the window is longer than 366 days", code="invalid_parameters")
+    await get_org(services, org_slug)
+    table = cost_table(services, org_slug)
+    if not await services.warehouse.table_exists(table):
+        days: list[dict[str, Any]] = []
+    else:
+        days = await services.costs.daily(table, org_slug=org_slug, start=start, end=end, group_by=group_by)
+    totals = {
+        "row_count": sum(int(d["row_count"]) for d in days),
+        "gross_cost": round(sum(float(d["gross_cost"] or 0) for d in days), 6),
+        "credits": round(sum(float(d["credits"] or 0) for d in days), 6),
+        "net_cost": round(sum(float(d["net_cost"] or 0) for d in days), 6),
+    }
+    return {
+        "org_slug": org_slug,
+        "start_date": start,
+        "end_date": end,
+        "group_by": group_by,
+        "table": str(table),
+        "days": days,
+        "totals": totals,
+    }

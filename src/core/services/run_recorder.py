@@ -1,0 +1,37 @@
+"""The executor's run and step callbacks, written to the central run tables."""
+
+from __future__ import annotations
+
+from src.core.engine.repositories.runs import RunRepository
+from src.core.pipeline.context import RunInfo, RunState, StepOutcome
+from src.core.pipeline.models import StepSpec
+
+
+class CentralRunRecorder:
+    """Executor callbacks writing to the central tables."""
+
+    def __init__(self, repo: RunRepository, owner: str) -> None:
+        self._repo = repo
+        self._owner = owner
+
+    async def run_started(self, run: RunInfo) -> bool:
+        return await self._repo.mark_running(run, self._owner)
+
+    async def run_finished(self, run: RunInfo, state: RunState) -> None:
+        await self._repo.finish(
+            pipeline_logging_id=run.pipeline_logging_id,
+            org_slug=run.org_slug or "",
+            status=state.status,
+            error=state.error,
+            failed_step=state.failed_step,
+            rows_processed=state.rows_processed,
+        )
+
+    async def step_started(self, run: RunInfo, step: StepSpec, index: int, outcome: StepOutcome) -> str:
+        return await self._repo.insert_step(run, step, index, outcome)
+
+    async def step_finished(self, run: RunInfo, step_log_id: str, outcome: StepOutcome) -> None:
+        await self._repo.finish_step(run, step_log_id, outcome)
+
+    async def step_skipped(self, run: RunInfo, step: StepSpec, index: int, outcome: StepOutcome) -> None:
+        await self._repo.insert_step(run, step, index, outcome)

@@ -1,0 +1,251 @@
+"""Pipeline runs: admission (validate, refuse overlaps), execution in the background, reads,
+heartbeats and recovery of runs whose owner died."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING, Any
+
+from src.core.engine.repositories.runs import NewRun
+from src.core.errors import ConflictError, NotFoundError, ValidationFailedError
+from src.core.pipeline.context import RunInfo
+from src.core.pipeline.loader import LoadedPipeline, placeholders
+from src.core.pipeline.variables import build_variables, resolve_window
+from src.core.services.run_recorder import CentralRunRecorder
+
+if TYPE_CHECKING:
+    from src.core.services.container import Services
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who asks: an org key (org_slug set) or the admin key (acting for ``org_slug``)."""
+
+    org_slug: str
+    is_admin: bool = False
+
+    @property
+    def trigger_by(self) -> str:
+        return "admin" if self.is_admin else "api"
+
+
+def demo_billing_table(project: str) -> str:
+    from src.core.demo.billing_export import export_table_name
+
+    return f"{project}.billing_export.{export_table_name()}"
+
+
+class RunService:
+    def __init__(self, services: Services) -> None:
+        self._s = services
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    # --- start -----------------------------------------------------------------------------
+    async def start(
+        self,
+        pipeline: LoadedPipeline,
+        *,
+        caller: Caller,
+        params: dict[str, Any],
+        request_id: str | None = None,
+        trigger_by: str | None = None,
+        schedule_id: str | None = None,
+        queue_item_id: str | None = None,
+    ) -> dict[str, Any]:
+        s = self._s
+        org_slug = caller.org_slug
+        window = resolve_window(
+            pipeline.spec, params, max_days=s.settings.max_run_window_days, today=datetime.now(UTC).date()
+        )
+        profile = await s.orgs.get(org_slug)
+        if profile is None:
+            raise NotFoundError(f"organization {org_slug!r} not found", code="org_not_found")
+        run_id = str(uuid.uuid4())
+        trigger = trigger_by or caller.trigger_by
+        builtins = {
+            "org_slug": org_slug,
+            "org_dataset": s.settings.org_dataset(org_slug),
+            "project_id": s.settings.gcp_project_id,
+            "environment": s.settings.environment,
+            "pipeline_logging_id": run_id,
+            "trigger_by": trigger,
+            "central_dataset": s.catalog.dataset.name,
+            "dataset_suffix": s.settings.dataset_suffix,
+            "billing_export_table": self._billing_table(pipeline, org_slug, profile.get("billing_export_table")),
+        }
+        pipeline_id, variables = build_variables(pipeline.spec, builtins=builtins, params=params, window=window)
+        accepted = {k: variables[k] for k in (*pipeline.spec.parameters, "start_date", "end_date") if k in variables}
+        admission = await s.runs.admit(
+            NewRun(
+                pipeline_logging_id=run_id,
+                org_slug=org_slug,
+                pipeline_id=pipeline_id,
+                pipeline_path=pipeline.path,
+                trigger_by=trigger,
+                parameters=accepted,
+                start_date=window.start_date if window else None,
+                end_date=window.end_date if window else None,
+                owner_instance=s.settings.instance_id,
+                request_id=request_id,
+                schedule_id=schedule_id,
+                queue_item_id=queue_item_id,
+            )
+        )
+        if not admission.admitted:
+            raise ConflictError(
+                f"pipeline {pipeline.path} is already running for an overlapping window "
+                f"(run {admission.conflicting_run_id})",
+                code="run_in_progress",
+                details={"running_pipeline_logging_id": admission.conflicting_run_id},
+            )
+        run = RunInfo(
+            pipeline_logging_id=run_id,
+            pipeline_id=pipeline_id,
+            pipeline_path=pipeline.path,
+            org_slug=org_slug,
+            trigger_by=trigger,
+            record=True,
+        )
+        task = asyncio.create_task(self._execute(pipeline, run, variables), name=f"run-{run_id}")
+        self._tasks[run_id] = task
+        task.add_done_callback(lambda _t: self._tasks.pop(run_id, None))
+        return {"pipeline_logging_id": run_id, "pipeline_id": pipeline_id, "status": "PENDING"}
+
+    def _billing_table(self, pipeline: LoadedPipeline, org_slug: str, configured: str | None) -> str | None:
+        needed = any("billing_export_table" in placeholders(step.config) for step in pipeline.spec.steps)
+        if configured:
+            return configured
+        if not needed:
+            return None
+        if self._s.settings.is_local:
+            return self._s.settings.demo_billing_table or demo_billing_table(self._s.settings.gcp_project_id)
+        raise ValidationFailedError(
+            f"organization {org_slug!r} has no billing export table; set it with "
+            f"PUT /api/v1/organizations/{org_slug}/billing-source "
+            '{"billing_export_table": "project.dataset.gcp_billing_export_v1_XXXXXX_XXXXXX_XXXXXX"}',
+            code="billing_source_not_configured",
+        )
+
+    async def _execute(self, pipeline: LoadedPipeline, run: RunInfo, variables: dict[str, Any]) -> None:
+        recorder = CentralRunRecorder(self._s.runs, self._s.settings.instance_id)
+        try:
+            result = await self._s.executor.run(pipeline, run, variables, recorder)
+            log.info(
+                "run finished",
+                extra={
+                    "org_slug": run.org_slug,
+                    "pipeline_logging_id": run.pipeline_logging_id,
+                    "status": result.status,
+                },
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the executor records step failures itself; this is its own failure
+            log.exception("run crashed", extra={"pipeline_logging_id": run.pipeline_logging_id})
+            try:
+                await self._s.runs.finish(
+                    pipeline_logging_id=run.pipeline_logging_id,
+                    org_slug=run.org_slug or "",
+                    status="FAILED",
+                    error=f"internal error: {type(exc).__name__}",
+                    failed_step=None,
+                    rows_processed=0,
+                    from_states=("PENDING", "RUNNING"),
+                )
+            except Exception:
+                log.exception("could not mark crashed run FAILED")
+
+    # --- reads -----------------------------------------------------------------------------
+    async def get(self, run_id: str, caller_org: str | None) -> dict[str, Any]:
+        run = await self._s.runs.get(run_id, caller_org)
+        if run is None:
+            raise NotFoundError(f"run {run_id!r} not found", code="run_not_found")
+        org = run["org_slug"]
+        result = _public_run(run)
+        result["steps"] = [_public_step(s) for s in await self._s.runs.steps(run_id, org)]
+        result["dq_results"] = await self._s.runs.dq_results(run_id, org)
+        return result
+
+    async def list(
+        self, *, caller_org: str | None, status: str | None, pipeline: str | None, on_date: date | None, limit: int
+    ) -> list[dict[str, Any]]:
+        rows = await self._s.runs.list_runs(
+            org_slug=caller_org, status=status, pipeline=pipeline, on_date=on_date, limit=limit
+        )
+        return [_public_run(r) for r in rows]
+
+    # --- lifecycle -------------------------------------------------------------------------
+    async def recover_orphans(self) -> int:
+        """Mark runs whose owner is gone FAILED ("owner lost") and give back their slots."""
+        s = self._s
+        orphans = await s.runs.orphaned(
+            owner=s.settings.instance_id,
+            lease_seconds=s.settings.run_lease_seconds,
+            all_active=s.warehouse.capabilities.single_process,
+        )
+        recovered = 0
+        for run in orphans:
+            done = await s.runs.finish(
+                pipeline_logging_id=run["pipeline_logging_id"],
+                org_slug=run["org_slug"],
+                status="FAILED",
+                error=f"owner lost: instance {run['owner_instance']} stopped while the run was {run['status']}",
+                failed_step=None,
+                rows_processed=0,
+                from_states=("PENDING", "RUNNING"),
+            )
+            recovered += int(done)
+        if recovered:
+            log.warning("recovered orphaned runs", extra={"count": recovered})
+        return recovered
+
+    def start_heartbeat(self) -> None:
+        self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name="run-heartbeat")
+
+    async def _heartbeat_loop(self) -> None:
+        s = self._s
+        while True:
+            await asyncio.sleep(s.settings.heartbeat_seconds)
+            try:
+                if self._tasks:
+                    await s.runs.heartbeat(s.settings.instance_id)
+                if not s.warehouse.capabilities.single_process:
+                    await self.recover_orphans()
+            except Exception:
+                log.exception("heartbeat failed")
+
+    async def shutdown(self) -> None:
+        if self._heartbeat:
+            self._heartbeat.cancel()
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def wait_idle(self) -> None:
+        """Wait for the runs of this process (tests, shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
+
+
+def _public_run(row: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in row.items() if k not in {"owner_instance", "heartbeat_at", "quota_released", "request_id"}}
+    if isinstance(out.get("parameters"), str):
+        out["parameters"] = json.loads(out["parameters"])
+    return out
+
+
+def _public_step(row: dict[str, Any]) -> dict[str, Any]:
+    out = dict(row)
+    if isinstance(out.get("result"), str):
+        out["result"] = json.loads(out["result"])
+    return out

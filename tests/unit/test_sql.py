@@ -1,0 +1,110 @@
+"""BigQuery SQL in configs/ parses as BigQuery and its DuckDB translation runs; the rewrite pass
+keeps BigQuery's semantics."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+import sqlglot
+
+from src.core.engine.duckdb_backend import DuckDBWarehouse
+from src.core.engine.schema import parse_schema
+from src.core.engine.translate import to_duckdb
+from src.core.pipeline.loader import PLACEHOLDER_RE, PipelineStore
+from src.core.processors.gcp.bq_etl import Config as EtlConfig
+from src.core.processors.gcp.bq_etl import schema_templates
+from src.core.processors.registry import ProcessorRegistry
+from src.core.services.billing_source import export_schema
+from tests.server import REPO
+
+CONFIGS = REPO / "configs"
+VALUES = {
+    "billing_export_table": "convergence-local.billing_export.gcp_billing_export_v1_X",
+    "project_id": "convergence-local",
+    "org_dataset": "acme_local",
+    "destination_table": "gcp_billing_cost_daily",
+}
+
+
+def config_sql() -> list[tuple[str, str]]:
+    store = PipelineStore(CONFIGS, ProcessorRegistry())
+    store.load_all()
+    found = []
+    for p in store.all():
+        for step_id, cfg in p.step_configs.items():
+            if isinstance(cfg, EtlConfig):
+                found.append((f"{p.path}:{step_id}:source", cfg.source.query))
+                if cfg.reconcile:
+                    found.append((f"{p.path}:{step_id}:reconcile.source", cfg.reconcile.source_query))
+                    found.append((f"{p.path}:{step_id}:reconcile.destination", cfg.reconcile.destination_query))
+    return found
+
+
+def render(sql: str) -> str:
+    return PLACEHOLDER_RE.sub(lambda m: VALUES[m.group(1)], sql)
+
+
+@pytest.fixture(scope="module")
+def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    async def build() -> DuckDBWarehouse:
+        wh = DuckDBWarehouse(path=Path(tmp_path_factory.mktemp("sql")) / "w.duckdb", project="convergence-local")
+        await wh.start()
+        await wh.create_dataset("billing_export")
+        await wh.create_table(wh.table("billing_export", "gcp_billing_export_v1_X"), export_schema(CONFIGS))
+        await wh.create_dataset("acme_local")
+        await wh.create_table(
+            wh.table("acme_local", "gcp_billing_cost_daily"), schema_templates(CONFIGS)["billing_cost"]
+        )
+        return wh
+
+    return asyncio.run(build())
+
+
+@pytest.mark.parametrize(("where", "sql"), config_sql(), ids=lambda v: v if ":" in str(v) else "")
+def test_config_sql_is_bigquery_and_runs_on_duckdb(warehouse: DuckDBWarehouse, where: str, sql: str) -> None:
+    text = render(sql)
+    sqlglot.parse_one(text, read="bigquery")  # raises on anything that is not BigQuery SQL
+    params = {"start_date": "2026-01-01", "end_date": "2026-01-02", "org_slug": "acme", "pipeline_logging_id": "x"}
+    asyncio.run(warehouse.check_query(text, params))
+
+
+def test_unnest_sum_is_rewritten_to_a_list_function() -> None:
+    (statement,) = to_duckdb("SELECT IFNULL((SELECT SUM(c.amount) FROM UNNEST(b.credits) AS c), 0) AS x FROM t AS b")
+    assert "LIST_SUM(LIST_TRANSFORM(b.credits, c -> c.amount))" in statement.sql
+    assert "UNNEST" not in statement.sql
+
+
+def test_rewrite_keeps_bigquery_semantics() -> None:
+    con = duckdb.connect()
+    con.execute(
+        "CREATE TABLE t AS SELECT * FROM (VALUES (1, [{'amount': -1.5}, {'amount': -0.25}]), (2, []), (3, NULL)) v(id, credits)"
+    )
+    rewritten = to_duckdb(
+        "SELECT b.id, (SELECT SUM(c.amount) FROM UNNEST(b.credits) AS c) AS s FROM t AS b ORDER BY b.id"
+    )
+    plain = sqlglot.transpile(
+        "SELECT b.id, (SELECT SUM(c.amount) FROM UNNEST(b.credits) AS c) AS s FROM t AS b ORDER BY b.id",
+        read="bigquery",
+        write="duckdb",
+    )[0]
+    assert (
+        con.execute(rewritten[0].sql).fetchall() == con.execute(plain).fetchall() == [(1, -1.75), (2, None), (3, None)]
+    )
+
+
+def test_bare_numeric_keeps_bigquery_precision() -> None:
+    (statement,) = to_duckdb("SELECT CAST(x AS NUMERIC) FROM t")
+    assert "DECIMAL(38, 9)" in statement.sql
+    con = duckdb.connect()
+    (value,) = con.execute(to_duckdb("SELECT CAST(1.123456789 AS NUMERIC) AS v")[0].sql).fetchone() or (None,)
+    assert str(value) == "1.123456789"
+
+
+def test_parameters_are_detected_per_statement() -> None:
+    first, second = to_duckdb("SELECT @a, @b; DELETE FROM t WHERE x = @c")
+    assert first.parameters == {"a", "b"}
+    assert second.parameters == {"c"}
