@@ -127,7 +127,15 @@ class WarehouseAccessDeniedError(TerminalWarehouseError):
 
 
 class StepFailedError(ServiceError):
-    """A processor reports that its step failed (the message is stored in the step log)."""
+    """A processor reports that its step failed (the message is stored in the step log).
+
+    ``retryable=False`` for deterministic failures (e.g. a reconciliation mismatch): the step's
+    ``retries`` are not spent on them.
+    """
 
     status_code = 500
     code = "step_failed"
+
+    def __init__(self, message: str, *, code: str | None = None, retryable: bool = True) -> None:
+        super().__init__(message, code=code)
+        self.retryable = retryable

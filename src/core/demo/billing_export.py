@@ -21,7 +21,7 @@ Data model
   - ``N - tax - adj - rnd`` rows of ``cost_type = "regular"``;
   - ``adj = max(1, N // 500)`` rows of ``"adjustment"`` (goodwill, SLA, price corrections; mostly
     negative, ``adjustment_info`` filled);
-  - ``rnd = max(1, N // 1000)`` rows of ``"rounding_error"`` (cost of a few tenths of a cent, ±);
+  - ``rnd = max(1, N // 1000)`` rows of ``"rounding_error"`` (± less than one cent);
   - ``tax = max(1, N // 250)`` rows of ``"tax"`` (positive; together about 3 % of the regular cost).
 
   ``rows_per_day`` must be at least 10.
@@ -817,35 +817,29 @@ def _first_export(day: _Day, plan: _DayPlan, rng: Random, totals: _Totals, charg
         c = combos[catalog.pick(rng)]
         template = _ADJUSTMENTS[int(rng.random() * len(_ADJUSTMENTS))]
         cost = template[3] * max(1, round(rng.lognormvariate(1.1, 1.0) * _MICROS))
-        yield _emit(
-            totals,
-            _other_line(
-                c,
-                day,
-                hour=int(rng.random() * 24),
-                export_time=export_time,
-                month=day.invoice_month(rng),
-                cost_type="adjustment",
-                cost_micros=cost,
-                adjustment=_adjustment_info(rng, c, template),
-            ),
-            cost,
+        totals.cost_micros += cost
+        yield _other_line(
+            c,
+            day,
+            hour=int(rng.random() * 24),
+            export_time=export_time,
+            month=day.invoice_month(rng),
+            cost_type="adjustment",
+            cost_micros=cost,
+            adjustment=_adjustment_info(rng, c, template),
         )
     for _ in range(plan.rounding):
         c = combos[catalog.pick(rng)]
         cost = rng.choice((-1, 1)) * rng.randrange(1, 10_000)
-        yield _emit(
-            totals,
-            _other_line(
-                c,
-                day,
-                hour=int(rng.random() * 24),
-                export_time=export_time,
-                month=day.invoice_month(rng),
-                cost_type="rounding_error",
-                cost_micros=cost,
-            ),
-            cost,
+        totals.cost_micros += cost
+        yield _other_line(
+            c,
+            day,
+            hour=int(rng.random() * 24),
+            export_time=export_time,
+            month=day.invoice_month(rng),
+            cost_type="rounding_error",
+            cost_micros=cost,
         )
     yield from _tax_rows(day, plan, rng, totals, export_time, regular_micros)
 
@@ -859,24 +853,16 @@ def _tax_rows(
     for w in weights:
         c = catalog.combos[catalog.pick(rng)]
         cost = max(1, round(w * per_weight))
-        yield _emit(
-            totals,
-            _other_line(
-                c,
-                day,
-                hour=int(rng.random() * 24),
-                export_time=export_time,
-                month=day.invoice_month(rng),
-                cost_type="tax",
-                cost_micros=cost,
-            ),
-            cost,
+        totals.cost_micros += cost
+        yield _other_line(
+            c,
+            day,
+            hour=int(rng.random() * 24),
+            export_time=export_time,
+            month=day.invoice_month(rng),
+            cost_type="tax",
+            cost_micros=cost,
         )
-
-
-def _emit(totals: _Totals, line: str, cost_micros: int) -> str:
-    totals.cost_micros += cost_micros
-    return line
 
 
 def _late_export(day: _Day, plan: _DayPlan, rng: Random, totals: _Totals, charged: Sequence[_Charged]) -> Iterator[str]:
@@ -899,19 +885,16 @@ def _late_export(day: _Day, plan: _DayPlan, rng: Random, totals: _Totals, charge
         c = catalog.combos[target.combo]
         cost = -max(1, int(target.cost_micros * (0.05 + 0.45 * rng.random())))
         info = _adjustment_info(rng, c, template, day=day.day.isoformat())
-        yield _emit(
-            totals,
-            _other_line(
-                c,
-                day,
-                hour=target.hour,
-                export_time=export_time,
-                month=target.month,
-                cost_type="adjustment",
-                cost_micros=cost,
-                adjustment=info,
-            ),
-            cost,
+        totals.cost_micros += cost
+        yield _other_line(
+            c,
+            day,
+            hour=target.hour,
+            export_time=export_time,
+            month=target.month,
+            cost_type="adjustment",
+            cost_micros=cost,
+            adjustment=info,
         )
 
 

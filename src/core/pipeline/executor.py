@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from src.core.errors import ConfigError, ServiceError, ValidationFailedError
+from src.core.errors import ConfigError, ServiceError, StepFailedError, ValidationFailedError
 from src.core.pipeline.context import RunInfo, RunState, StepContext, StepOutcome
 from src.core.pipeline.loader import LoadedPipeline
 from src.core.pipeline.models import StepSpec
@@ -294,6 +294,8 @@ class PipelineExecutor:
         except ServiceError as exc:
             outcome.exception = exc
             log.warning("step failed", extra={"step_id": context.step.step_id, "error": exc.message})
+            if isinstance(exc, StepFailedError):
+                return exc.message, exc.retryable
             return exc.message, not (400 <= exc.status_code < 500)
         except Exception:
             log.exception("step raised", extra={"step_id": context.step.step_id})

@@ -132,6 +132,7 @@ class BqEtlProcessor:
                         f"reconciliation failed for {len(failed)} day(s), load rolled back: "
                         + "; ".join(f"{c['usage_date']}: {c['message']}" for c in failed[:5]),
                         code="reconciliation_failed",
+                        retryable=False,
                     )
         if checks:
             await s.runs.insert_dq_results(checks)

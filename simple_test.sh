@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Test Convergence Data Pipeline.
+#   ./simple_test.sh local         install what is needed, lint, type-check, run the whole suite
+#   ./simple_test.sh stage|prod    curl smoke flow against a deployed service (SERVICE_URL, ADMIN_API_KEY)
+set -euo pipefail
+cd "$(dirname "$0")"
+TARGET=${1:-}
+
+local_tests() {
+  local venv=.venv
+  if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+  fi
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
+  echo "== ruff"
+  "$venv/bin/ruff" check src tests benchmarks
+  echo "== mypy"
+  "$venv/bin/mypy"
+  if command -v shellcheck >/dev/null 2>&1; then
+    echo "== shellcheck"
+    shellcheck simple_deploy.sh simple_test.sh .ci/run
+  fi
+  echo "== pytest"
+  "$venv/bin/python" -m pytest -q "${@:2}"
+}
+
+check() { # method path expected-status [body]
+  local code
+  code=$(curl -sS -o /tmp/convergence-smoke.json -w '%{http_code}' -X "$1" "$SERVICE_URL$2" \
+    -H "X-Admin-Key: $ADMIN_API_KEY" -H 'Content-Type: application/json' ${4:+-d "$4"})
+  echo "$1 $2 -> $code"
+  [ "$code" = "$3" ] || { cat /tmp/convergence-smoke.json; exit 1; }
+}
+
+smoke() {
+  : "${SERVICE_URL:?set SERVICE_URL (the Cloud Run URL)}" "${ADMIN_API_KEY:?set ADMIN_API_KEY}"
+  check GET /health 200
+  check GET /health/ready 200
+  check GET /api/v1/admin/bootstrap/status 200
+  check POST /api/v1/organizations/dryrun 200 \
+    '{"org_slug":"smoke_test_org","company_name":"Smoke","admin_email":"smoke@example.com","subscription_plan":"STARTER"}'
+  check GET /api/v1/pipelines/runs 200
+  echo "smoke test passed against $SERVICE_URL"
+}
+
+case "$TARGET" in
+  local) local_tests "$@" ;;
+  stage | prod) smoke ;;
+  *) echo "usage: $0 local|stage|prod" >&2; exit 2 ;;
+esac
