@@ -1,71 +1,61 @@
 from __future__ import annotations
 
-import asyncio
 import itertools
-import shutil
+import os
+import re
+from collections import Counter
 from collections.abc import Iterator
 from datetime import date
-from pathlib import Path
 
 import pytest
 
-from src.core.engine.duckdb_backend import DuckDBWarehouse
-from tests.server import REPO, Api, ServerProcess
+from tests.backends import Backend, BigQueryBackend, DuckDBBackend, Seed
+from tests.server import Api, ServerProcess
 
-PROJECT = "convergence-local"
 # The demo export used by acceptance tests: fixed, in the past, small.
 DEMO_END = date(2026, 11, 20)
 DEMO_DAYS = 6
 DEMO_ROWS_PER_DAY = 400
+DEMO = Seed(DEMO_END, DEMO_DAYS, DEMO_ROWS_PER_DAY)
 
 _slugs = itertools.count(1)
 
 
 def unique_slug(prefix: str = "org") -> str:
-    return f"{prefix}_{next(_slugs)}_{id(_slugs) % 1000}"
+    return f"{prefix}_{next(_slugs)}_{os.getpid() % 1000}"
 
 
-async def _seed(path: Path, *, include_late: bool) -> None:
-    from src.core.demo.seed import seed_demo_billing
-
-    wh = DuckDBWarehouse(path=path, project=PROJECT)
-    await wh.start()
-    try:
-        await seed_demo_billing(
-            wh,
-            REPO / "configs",
-            end_date=DEMO_END,
-            days=DEMO_DAYS,
-            rows_per_day=DEMO_ROWS_PER_DAY,
-            include_late=include_late,
-        )
-    finally:
-        await wh.close()
+def selected_backends() -> list[str]:
+    """BACKENDS=duckdb,bigquery (default both)."""
+    return [b.strip() for b in os.environ.get("BACKENDS", "duckdb,bigquery").split(",") if b.strip()]
 
 
 @pytest.fixture(scope="session")
-def seeded_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A DuckDB file holding the demo billing export (late corrections included)."""
-    path = tmp_path_factory.mktemp("template") / "warehouse.duckdb"
-    asyncio.run(_seed(path, include_late=True))
-    return path
-
-
-def start_server(tmp: Path, template: Path | None, **env: str) -> ServerProcess:
-    tmp.mkdir(parents=True, exist_ok=True)
-    if template is not None:
-        shutil.copy(template, tmp / "warehouse.duckdb")
-    server = ServerProcess(tmp, env)
-    server.start()
-    return server
+def duckdb_backend(tmp_path_factory: pytest.TempPathFactory) -> DuckDBBackend:
+    return DuckDBBackend(tmp_path_factory.mktemp("templates"))
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory, seeded_template: Path) -> Iterator[ServerProcess]:
-    """One shared, bootstrapped service; tests isolate themselves with their own orgs."""
-    srv = start_server(tmp_path_factory.mktemp("shared"), seeded_template)
-    api = Api(srv)
-    assert api.bootstrap().status_code == 200
+def bigquery_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BigQueryBackend]:
+    from tests.bqemulator import BigQueryEmulator
+
+    emulator = BigQueryEmulator(tmp_path_factory.mktemp("bqemulator"))
+    emulator.start()
+    yield BigQueryBackend(emulator.endpoint)
+    emulator.stop()
+
+
+@pytest.fixture(scope="session", params=selected_backends())
+def backend(request: pytest.FixtureRequest) -> Backend:
+    fixture: Backend = request.getfixturevalue(f"{request.param}_backend")
+    return fixture
+
+
+@pytest.fixture(scope="session")
+def server(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One shared, bootstrapped service per backend; tests isolate themselves with their own orgs."""
+    srv = backend.new_server(tmp_path_factory.mktemp(f"shared-{backend.name}"), DEMO)
+    assert Api(srv).bootstrap().status_code == 200
     yield srv
     srv.stop()
 
@@ -73,3 +63,49 @@ def server(tmp_path_factory: pytest.TempPathFactory, seeded_template: Path) -> I
 @pytest.fixture
 def api(server: ServerProcess) -> Api:
     return Api(server)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """How many cases ran (and how they ended) on each backend."""
+    counts: Counter[tuple[str, str]] = Counter()
+    for outcome in ("passed", "failed", "skipped", "error", "xfailed"):
+        for report in terminalreporter.stats.get(outcome, []):
+            if getattr(report, "when", "call") not in ("call", "setup"):
+                continue
+            if outcome == "passed" and report.when != "call":
+                continue
+            match = re.search(r"\[(duckdb|bigquery)[\]-]", getattr(report, "nodeid", ""))
+            name = match.group(1) if match else "backend-independent"
+            counts[(name, outcome)] += 1
+    if counts:
+        terminalreporter.section("cases per backend")
+        for name in ("duckdb", "bigquery", "backend-independent"):
+            parts = [
+                f"{counts[(name, o)]} {o}"
+                for o in ("passed", "failed", "skipped", "error", "xfailed")
+                if counts[(name, o)]
+            ]
+            if parts:
+                terminalreporter.write_line(f"{name}: {', '.join(parts)}")
+
+
+# --- DuckDB-only helpers for tests that need a dedicated server on a file --------------------
+
+
+@pytest.fixture(scope="session")
+def seeded_template(duckdb_backend: DuckDBBackend) -> object:
+    """A DuckDB file holding the demo billing export (late corrections included)."""
+    return duckdb_backend._template(DEMO)
+
+
+def start_server(tmp: object, template: object | None, **env: str) -> ServerProcess:
+    import shutil
+    from pathlib import Path
+
+    path = Path(str(tmp))
+    path.mkdir(parents=True, exist_ok=True)
+    if template is not None:
+        shutil.copy(str(template), path / "warehouse.duckdb")
+    srv = ServerProcess(path, env)
+    srv.start()
+    return srv

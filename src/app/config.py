@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     duckdb_threads: int = Field(2, ge=1, le=64)
     bigquery_location: str = "US"
     bigquery_api_endpoint: str | None = None
+    bigquery_retry_deadline_seconds: float = Field(
+        60.0, gt=0, description="How long the BigQuery client retries a failing call (5xx, rate limits)."
+    )
     maximum_bytes_billed: int = Field(100 * 1024**3, ge=1, description="Cap on tenant query bytes (BigQuery).")
     query_timeout_seconds: float = Field(600.0, gt=0)
     warehouse_retry_attempts: int = Field(4, ge=1, le=10)

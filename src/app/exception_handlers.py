@@ -15,7 +15,13 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from src.app.logging_setup import request_id_var
-from src.core.errors import AuthenticationError, ServiceError, TransientWarehouseError
+from src.core.errors import (
+    AuthenticationError,
+    ServiceError,
+    TransientWarehouseError,
+    WarehouseError,
+    WarehouseNotFoundError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +41,14 @@ def error_response(
 
 async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
+    if isinstance(exc, WarehouseError) and not isinstance(exc, TransientWarehouseError):
+        # Driver text never reaches a client; a missing table most likely means no bootstrap yet.
+        log.error("warehouse error", extra={"error_code": exc.code, "error": exc.message})
+        if isinstance(exc, WarehouseNotFoundError):
+            return error_response(
+                409, "bootstrap_required", "a table this request needs does not exist; has bootstrap run?"
+            )
+        return error_response(500, "internal_error", "internal error; quote the request_id to support")
     if exc.status_code >= 500:
         if isinstance(exc, TransientWarehouseError):
             log.warning("transient warehouse error", extra={"error": exc.message})

@@ -31,6 +31,15 @@ class ContextAndRedaction(logging.Filter):
             text = text.replace(secret, "[REDACTED]")
         return text
 
+    def _scrub_value(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self._scrub(value)
+        if isinstance(value, dict):
+            return {k: self._scrub_value(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self._scrub_value(v) for v in value]
+        return value
+
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = getattr(record, "request_id", None) or request_id_var.get()
         record.org_slug = getattr(record, "org_slug", None) or org_slug_var.get()
@@ -39,8 +48,8 @@ class ContextAndRedaction(logging.Filter):
             record.args = None
         record.msg = self._scrub(str(record.msg))
         for key, value in list(record.__dict__.items()):
-            if isinstance(value, str) and key not in {"msg", "name", "levelname", "pathname", "filename", "module"}:
-                record.__dict__[key] = self._scrub(value)
+            if key not in {"msg", "name", "levelname", "pathname", "filename", "module", "args", "exc_info"}:
+                record.__dict__[key] = self._scrub_value(value)
         if record.exc_info and record.exc_info[1] is not None:
             record.exc_text = self._scrub(logging.Formatter().formatException(record.exc_info))
             record.exc_info = None

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from pydantic import ValidationError
 
 from src.app import exception_handlers
 from src.app.config import Settings
@@ -19,7 +20,7 @@ from src.app.dependencies.auth import authenticate_request
 from src.app.logging_setup import configure_logging
 from src.app.middleware import RequestContextMiddleware
 from src.app.routers import admin, health, organizations, pipelines
-from src.core.errors import WarehouseNotFoundError
+from src.core.errors import WarehouseError, WarehouseNotFoundError
 
 log = logging.getLogger("convergence")
 
@@ -41,6 +42,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await services.run_service.recover_orphans()
     except WarehouseNotFoundError:
         pass  # not bootstrapped yet: no runs to recover
+    except WarehouseError as exc:
+        log.error("could not recover orphaned runs at start-up", extra={"error": exc.message})
     services.run_service.start_heartbeat()
     log.info(
         "service started",
@@ -59,8 +62,20 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.info("service stopped")
 
 
+def load_settings() -> Settings:
+    """Settings from the environment; an invalid one stops the process with one line naming it."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']).upper() or 'settings'}: {e['msg']}" for e in exc.errors()
+        )
+        sys.stderr.write(f"refusing to start: invalid settings: {problems}\n")
+        raise SystemExit(2) from None
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()
+    settings = settings or load_settings()
     secrets = [settings.admin_api_key.get_secret_value()] if settings.admin_api_key else []
     configure_logging(settings.log_level, secrets=secrets)
     reasons = settings.unsafe_reasons()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import threading
 import time
@@ -12,13 +11,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
 import yaml
 
-from src.core.demo.billing_export import export_table_name, is_correction_day
+from src.core.demo.billing_export import is_correction_day
 from tests.acceptance.oracle import expected_by_day
-from tests.conftest import DEMO_DAYS, DEMO_END, DEMO_ROWS_PER_DAY, PROJECT, _seed, start_server, unique_slug
+from tests.backends import Backend, Seed
+from tests.conftest import DEMO, DEMO_DAYS, DEMO_END, DEMO_ROWS_PER_DAY, unique_slug
 from tests.server import REPO, Api, ServerProcess
 
 DAYS = [DEMO_END - timedelta(days=i) for i in range(DEMO_DAYS)][::-1]
@@ -27,6 +26,11 @@ EXPECTED = expected_by_day(end_date=DEMO_END, days=DEMO_DAYS, rows_per_day=DEMO_
 
 def money(value: Any) -> Decimal:
     return Decimal(str(value)).quantize(Decimal("0.000001"))
+
+
+def dest_checks(run: dict[str, Any]) -> list[dict[str, Any]]:
+    """The after-write reconciliation rows (one per day); the before-write ones check the query's output."""
+    return [c for c in run["dq_results"] if c["check_name"] == "reconcile_source"]
 
 
 def sku_fingerprint(api: Api, slug: str, key: str, day: date) -> list[tuple[Any, ...]]:
@@ -43,7 +47,7 @@ def test_a_day_loads_exactly_and_reruns_change_nothing(api: Api) -> None:
         run = api.run_and_wait(slug, key, {"date": day.isoformat()})
         assert run["status"] == "COMPLETED", run["error_message"]
         fingerprints.append(sku_fingerprint(api, slug, key, day))
-        (check,) = run["dq_results"]
+        (check,) = dest_checks(run)
         assert check["passed"] is True
         assert check["source_rows"] == check["dest_rows"] == EXPECTED[day.isoformat()]["rows"]
     assert fingerprints[0] == fingerprints[1] == fingerprints[2]
@@ -61,7 +65,7 @@ def test_credits_are_netted_per_day(api: Api) -> None:
     run = api.run_and_wait(slug, key, {"start_date": DAYS[0].isoformat(), "end_date": DAYS[-1].isoformat()})
     assert run["status"] == "COMPLETED", run["error_message"]
     assert run["steps"][0]["rows_processed"] == sum(e["rows"] for e in EXPECTED.values())
-    assert [c["usage_date"] for c in run["dq_results"]] == [d.isoformat() for d in DAYS]
+    assert [c["usage_date"] for c in dest_checks(run)] == [d.isoformat() for d in DAYS]
     costs = api.costs(slug, key, DAYS[0].isoformat(), DAYS[-1].isoformat())
     for row in costs["days"]:
         want = EXPECTED[row["usage_date"]]
@@ -108,8 +112,11 @@ def test_another_orgs_key_cannot_run_read_or_see_runs(api: Api) -> None:
     run = api.run_and_wait(a, key_a, {"date": DEMO_END.isoformat()})
     day = DEMO_END.isoformat()
     assert api.run(a, key_b, {"date": day}).status_code == 403
-    forbidden = api.http.get(f"/api/v1/organizations/{a}/costs/daily", headers={"X-API-Key": key_b},
-                             params={"start_date": day, "end_date": day})
+    forbidden = api.http.get(
+        f"/api/v1/organizations/{a}/costs/daily",
+        headers={"X-API-Key": key_b},
+        params={"start_date": day, "end_date": day},
+    )
     assert forbidden.status_code == 403
     other = api.http.get(f"/api/v1/pipelines/runs/{run['pipeline_logging_id']}", headers={"X-API-Key": key_b})
     assert other.status_code == 404
@@ -152,14 +159,22 @@ def test_bad_parameters_are_422_and_start_nothing(api: Api, body: dict[str, Any]
 
 @pytest.mark.parametrize(
     "path",
-    ["gcp/cost/nope", "setup/bootstrap/pipeline", "setup/organizations/onboarding", "gcp/bq_etl/config",
-     "..%2F..%2Fetc/passwd/x", "gcp/cost/cost_billing.yml", "GCP/cost/cost_billing"],
+    [
+        "gcp/cost/nope",
+        "setup/bootstrap/pipeline",
+        "setup/organizations/onboarding",
+        "gcp/bq_etl/config",
+        "..%2F..%2Fetc/passwd/x",
+        "gcp/cost/cost_billing.yml",
+        "GCP/cost/cost_billing",
+    ],
 )
 def test_unknown_or_unrunnable_pipelines_are_404(api: Api, path: str) -> None:
     slug = unique_slug("paths")
     key = api.onboard(slug)
-    response = api.http.post(f"/api/v1/pipelines/run/{slug}/{path}", headers={"X-API-Key": key},
-                             json={"date": "2026-11-20"})
+    response = api.http.post(
+        f"/api/v1/pipelines/run/{slug}/{path}", headers={"X-API-Key": key}, json={"date": "2026-11-20"}
+    )
     assert response.status_code == 404, response.text
 
 
@@ -175,8 +190,9 @@ def test_runs_are_listed_with_filters(api: Api) -> None:
     assert [r["pipeline_logging_id"] for r in by_date["runs"]] == [done["pipeline_logging_id"]]
     by_status = api.http.get("/api/v1/pipelines/runs", headers=headers, params={"status": "FAILED"}).json()
     assert by_status["count"] == 0
-    by_pipeline = api.http.get("/api/v1/pipelines/runs", headers=headers,
-                               params={"pipeline": "gcp/cost/cost_billing", "limit": 1}).json()
+    by_pipeline = api.http.get(
+        "/api/v1/pipelines/runs", headers=headers, params={"pipeline": "gcp/cost/cost_billing", "limit": 1}
+    ).json()
     assert by_pipeline["count"] == 1
     run = api.http.get(f"/api/v1/pipelines/runs/{done['pipeline_logging_id']}", headers=headers).json()
     assert run["parameters"] == {"start_date": DAYS[0].isoformat(), "end_date": DAYS[0].isoformat()}
@@ -188,8 +204,9 @@ def test_runs_are_listed_with_filters(api: Api) -> None:
 def test_admin_runs_on_behalf_of_an_org(api: Api) -> None:
     slug = unique_slug("onbehalf")
     key = api.onboard(slug)
-    response = api.http.post(f"/api/v1/pipelines/run/{slug}/gcp/cost/cost_billing", headers=api.admin,
-                             json={"date": DEMO_END.isoformat()})
+    response = api.http.post(
+        f"/api/v1/pipelines/run/{slug}/gcp/cost/cost_billing", headers=api.admin, json={"date": DEMO_END.isoformat()}
+    )
     assert response.status_code == 202
     run = api.wait(response.json()["pipeline_logging_id"], key)
     assert run["status"] == "COMPLETED" and run["trigger_by"] == "admin"
@@ -199,21 +216,15 @@ def test_admin_runs_on_behalf_of_an_org(api: Api) -> None:
 
 
 @pytest.fixture(scope="module")
-def big_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """One day of 150,000 rows: runs take long enough to overlap, crash or time out."""
-    from src.core.demo.seed import seed_demo_billing
-    from src.core.engine.duckdb_backend import DuckDBWarehouse
-
-    tmp = tmp_path_factory.mktemp("big")
-
-    async def seed() -> None:
-        wh = DuckDBWarehouse(path=tmp / "warehouse.duckdb", project=PROJECT)
-        await wh.start()
-        await seed_demo_billing(wh, REPO / "configs", end_date=DEMO_END, days=1, rows_per_day=150_000)
-        await wh.close()
-
-    asyncio.run(seed())
-    srv = start_server(tmp, None, DUCKDB_THREADS="1")
+def big_server(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One day of 100,000 rows: runs take long enough to overlap, crash or time out."""
+    srv = backend.new_server(
+        tmp_path_factory.mktemp(f"big-{backend.name}"),
+        Seed(DEMO_END, 1, 100_000),
+        DUCKDB_THREADS="1",
+        RUN_LEASE_SECONDS="3",
+        HEARTBEAT_SECONDS="0.5",
+    )
     assert Api(srv).bootstrap().status_code == 200
     yield srv
     srv.stop()
@@ -227,7 +238,9 @@ def test_overlapping_run_is_409_with_the_running_id(big_server: ServerProcess) -
     other_key = api.onboard(other_slug)
     first = api.run(slug, key, {"date": DEMO_END.isoformat()})
     assert first.status_code == 202
-    second = api.run(slug, key, {"start_date": (DEMO_END - timedelta(days=2)).isoformat(), "end_date": DEMO_END.isoformat()})
+    second = api.run(
+        slug, key, {"start_date": (DEMO_END - timedelta(days=2)).isoformat(), "end_date": DEMO_END.isoformat()}
+    )
     assert second.status_code == 409, second.text
     assert second.json()["running_pipeline_logging_id"] == first.json()["pipeline_logging_id"]
     other = api.run(other_slug, other_key, {"date": DEMO_END.isoformat()})
@@ -251,8 +264,9 @@ def test_concurrent_requests_admit_exactly_one(big_server: ServerProcess) -> Non
         t.start()
     for t in threads:
         t.join()
-    assert sorted(codes) == [202] + [409] * 5
     runs = api.http.get("/api/v1/pipelines/runs", headers={"X-API-Key": key}).json()["runs"]
+    details = [(r["status"], r["created_at"], r["completed_at"], r["error_message"]) for r in runs]
+    assert sorted(codes) == [202] + [409] * 5, details
     assert len(runs) == 1
     api.wait(runs[0]["pipeline_logging_id"], key)
 
@@ -269,16 +283,21 @@ def test_a_crash_leaves_no_run_running(big_server: ServerProcess) -> None:
     big_server.stop(kill=True)
     big_server.start()
     api = Api(big_server)
-    run = api.http.get(f"/api/v1/pipelines/runs/{run_id}", headers={"X-API-Key": key}).json()
+    deadline = time.monotonic() + 20  # single-process DuckDB recovers at start; BigQuery after the lease
+    while (run := api.http.get(f"/api/v1/pipelines/runs/{run_id}", headers={"X-API-Key": key}).json())[
+        "status"
+    ] == "RUNNING":
+        assert time.monotonic() < deadline, "a run of a dead process stayed RUNNING"
+        time.sleep(0.2)
     assert run["status"] in {"FAILED", "COMPLETED"}
     if run["status"] == "FAILED":
         assert "owner lost" in run["error_message"]
     again = api.run_and_wait(slug, key, {"date": DEMO_END.isoformat()})
     assert again["status"] == "COMPLETED"
-    assert again["dq_results"][0]["passed"] is True
+    assert all(c["passed"] for c in dest_checks(again))
 
 
-def test_reconciliation_failure_rolls_back_and_fails_the_run(tmp_path: Path, seeded_template: Path) -> None:
+def test_reconciliation_failure_rolls_back_and_fails_the_run(backend: Backend, tmp_path: Path) -> None:
     configs = tmp_path / "configs"
     shutil.copytree(REPO / "configs", configs)
     pipeline_file = configs / "gcp/cost/cost_billing.yml"
@@ -286,7 +305,7 @@ def test_reconciliation_failure_rolls_back_and_fails_the_run(tmp_path: Path, see
     source = spec["steps"][0]["config"]["source"]
     source["query"] = source["query"].rstrip() + "\n  AND b.cost_type != 'tax'\n"  # a lossy load
     pipeline_file.write_text(yaml.safe_dump(spec, sort_keys=False))
-    srv = start_server(tmp_path / "srv", seeded_template, CONFIGS_DIR=str(configs))
+    srv = backend.new_server(tmp_path / "srv", DEMO, CONFIGS_DIR=str(configs))
     try:
         api = Api(srv)
         assert api.bootstrap().status_code == 200
@@ -294,24 +313,23 @@ def test_reconciliation_failure_rolls_back_and_fails_the_run(tmp_path: Path, see
         key = api.onboard(slug)
         run = api.run_and_wait(slug, key, {"date": DEMO_END.isoformat()})
         assert run["status"] == "FAILED"
-        assert "reconciliation failed" in run["error_message"]
+        assert "reconciliation failed before writing" in run["error_message"]
         assert run["failed_step"] == "load_billing_costs"
         (check,) = run["dq_results"]
+        assert check["check_name"] == "reconcile_query_output"
         assert check["passed"] is False
         assert check["dest_rows"] < check["source_rows"] == EXPECTED[DEMO_END.isoformat()]["rows"]
+        assert "rows" in check["message"]
         day = DEMO_END.isoformat()
-        assert api.costs(slug, key, day, day)["totals"]["row_count"] == 0  # rolled back
+        assert api.costs(slug, key, day, day)["totals"]["row_count"] == 0  # nothing was written
     finally:
         srv.stop()
 
 
-def test_late_corrections_are_picked_up_by_a_rerun(tmp_path: Path) -> None:
+def test_late_corrections_are_picked_up_by_a_rerun(backend: Backend, tmp_path: Path) -> None:
     correction_day = next(d for d in DAYS if is_correction_day(d, 42))
     before = expected_by_day(end_date=DEMO_END, days=DEMO_DAYS, rows_per_day=DEMO_ROWS_PER_DAY, include_late=False)
-    data = tmp_path / "srv"
-    data.mkdir()
-    asyncio.run(_seed(data / "warehouse.duckdb", include_late=False))
-    srv = start_server(data, None)
+    srv = backend.new_server(tmp_path / "srv", Seed(DEMO_END, DEMO_DAYS, DEMO_ROWS_PER_DAY, include_late=False))
     try:
         api = Api(srv)
         assert api.bootstrap().status_code == 200
@@ -322,7 +340,7 @@ def test_late_corrections_are_picked_up_by_a_rerun(tmp_path: Path) -> None:
         first = api.costs(slug, key, day, day)["totals"]
         assert first["row_count"] == before[day]["rows"]
         srv.stop()
-        asyncio.run(_seed(data / "warehouse.duckdb", include_late=True))  # the late export arrives
+        backend.seed(srv, DEMO)  # the late export arrives
         srv.start()
         api = Api(srv)
         assert api.run_and_wait(slug, key, {"date": day})["status"] == "COMPLETED"
@@ -331,28 +349,9 @@ def test_late_corrections_are_picked_up_by_a_rerun(tmp_path: Path) -> None:
         assert money(second["gross_cost"]) == money(EXPECTED[day]["cost"])
         assert money(second["net_cost"]) == money(EXPECTED[day]["cost"] + EXPECTED[day]["credits"])
         srv.stop()
-        _assert_table_equals_source(data / "warehouse.duckdb", f"{slug}_local", correction_day)
+        missing, extra, runs = backend.cost_rows_match_source(srv, f"{slug}_local", correction_day)
+        assert missing == []
+        assert extra == []
+        assert runs == 1
     finally:
         srv.stop()
-
-
-def _assert_table_equals_source(db: Path, dataset: str, day: date) -> None:
-    """Row by row, with the server stopped: the org table holds exactly the export's rows."""
-    con = duckdb.connect()
-    con.execute(f"ATTACH '{db}' AS w (READ_ONLY)")
-    con.execute("SET TimeZone = 'UTC'")
-    src = f"w.billing_export.{export_table_name()}"
-    dst = f"w.{dataset}.gcp_billing_cost_daily"
-    cols_src = "sku.id, project.id, usage_start_time, cost, export_time, cost_type, invoice.month"
-    cols_dst = "sku_id, project_id, usage_start_time, cost, export_time, cost_type, invoice_month"
-    where_src = f"CAST(usage_start_time AS DATE) = DATE '{day}'"
-    where_dst = f"usage_date = DATE '{day}'"
-    missing = con.execute(
-        f"SELECT {cols_src} FROM {src} WHERE {where_src} EXCEPT ALL SELECT {cols_dst} FROM {dst} WHERE {where_dst}"
-    ).fetchall()
-    extra = con.execute(
-        f"SELECT {cols_dst} FROM {dst} WHERE {where_dst} EXCEPT ALL SELECT {cols_src} FROM {src} WHERE {where_src}"
-    ).fetchall()
-    assert missing == [] and extra == []
-    (runs,) = con.execute(f"SELECT COUNT(DISTINCT pipeline_logging_id) FROM {dst} WHERE {where_dst}").fetchone() or (0,)
-    assert runs == 1

@@ -3,10 +3,11 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, Path, Query, Response, status
 
 from src.app.dependencies.auth import AdminDep, CallerDep, authorize_org
 from src.app.dependencies.services import ServicesDep
+from src.app.logging_setup import org_slug_var
 from src.app.schemas.organizations import (
     ORG_SLUG_PATTERN,
     BillingSourceRequest,
@@ -28,12 +29,15 @@ OrgSlug = Annotated[str, Path(pattern=ORG_SLUG_PATTERN)]
 @router.post("/dryrun", response_model=DryRunResponse)
 async def dryrun(_: AdminDep, services: ServicesDep, body: OnboardRequest) -> dict[str, Any]:
     """Every onboarding check, nothing created. A failed check answers with its own status (409/422)."""
+    org_slug_var.set(body.org_slug)
     return await SetupService(services).dryrun(body.model_dump())
 
 
 @router.post("/onboard", response_model=OnboardResponse, status_code=status.HTTP_201_CREATED)
-async def onboard(_: AdminDep, services: ServicesDep, body: OnboardRequest) -> dict[str, Any]:
+async def onboard(_: AdminDep, services: ServicesDep, body: OnboardRequest, response: Response) -> dict[str, Any]:
     """Create the organization: dataset, API key (shown once), subscription and quota."""
+    org_slug_var.set(body.org_slug)
+    response.headers["Cache-Control"] = "no-store"
     return await SetupService(services).onboard(body.model_dump())
 
 

@@ -18,9 +18,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from src.core.demo.billing_export import export_table_name, write_ndjson
-
 from src.app.config import Settings
+from src.core.demo.billing_export import export_table_name, write_ndjson
 from src.core.engine.base import Warehouse
 from src.core.engine.factory import build_warehouse
 from src.core.engine.schema import TableOptions, TimePartitioning

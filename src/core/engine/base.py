@@ -12,7 +12,6 @@ import logging
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
@@ -59,16 +58,6 @@ class QueryOptions:
     timeout_seconds: float | None = None
 
 
-class Transaction(ABC):
-    """Statements run in one atomic unit; leaving the block commits, an exception rolls back."""
-
-    @abstractmethod
-    async def query(self, sql: str, params: Params | None = None) -> list[Row]: ...
-
-    @abstractmethod
-    async def execute(self, sql: str, params: Params | None = None) -> int: ...
-
-
 class Warehouse(ABC):
     capabilities: Capabilities
     project: str
@@ -95,7 +84,20 @@ class Warehouse(ABC):
         """Run DML; return the number of affected rows."""
 
     @abstractmethod
-    def transaction(self, options: QueryOptions | None = None) -> AbstractAsyncContextManager[Transaction]: ...
+    async def replace_rows(
+        self,
+        destination: TableRef,
+        columns: Sequence[str],
+        source_query: str,
+        *,
+        replace_where: str,
+        params: Params | None = None,
+        options: QueryOptions | None = None,
+    ) -> int:
+        """Atomically delete the destination rows matching ``replace_where`` (a condition on the
+        destination's columns, e.g. ``usage_date BETWEEN @start_date AND @end_date``) and insert the
+        rows of ``source_query`` that match it too. Readers see the old rows or the new ones,
+        never neither. Returns the rows inserted."""
 
     @abstractmethod
     async def check_query(self, sql: str, params: Params | None = None) -> None:

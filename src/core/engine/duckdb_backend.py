@@ -13,9 +13,8 @@ import json
 import logging
 import queue
 import re
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,10 +26,10 @@ from src.core.engine.base import (
     QueryOptions,
     Row,
     TableOptions,
-    Transaction,
     TypedParam,
     Warehouse,
 )
+from src.core.engine.loads import replace_statements
 from src.core.engine.schema import Schema, SchemaField
 from src.core.engine.sql import TableRef, check_identifier
 from src.core.engine.translate import Statement, to_duckdb
@@ -98,20 +97,6 @@ def _run(cursor: duckdb.DuckDBPyConnection, sql: str, params: Params | None) -> 
         rows = _rows(cursor)
         affected = rows[0]["Count"] if len(rows) == 1 and list(rows[0]) == ["Count"] else 0
     return rows, int(affected or 0)
-
-
-class _DuckTransaction(Transaction):
-    def __init__(self, backend: DuckDBWarehouse, cursor: duckdb.DuckDBPyConnection) -> None:
-        self._backend = backend
-        self._cursor = cursor
-
-    async def query(self, sql: str, params: Params | None = None) -> list[Row]:
-        rows, _ = await self._backend._call(lambda: _run(self._cursor, sql, params), self._cursor)
-        return rows
-
-    async def execute(self, sql: str, params: Params | None = None) -> int:
-        _, affected = await self._backend._call(lambda: _run(self._cursor, sql, params), self._cursor)
-        return affected
 
 
 class DuckDBWarehouse(Warehouse):
@@ -214,24 +199,33 @@ class DuckDBWarehouse(Warehouse):
 
         await self._with_cursor(probe)
 
-    @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[Transaction]:
-        cursor = self._borrow()
-        try:
-            await self._call(lambda: cursor.execute("BEGIN TRANSACTION"), cursor)
-            try:
-                yield _DuckTransaction(self, cursor)
-            except BaseException:
-                await self._call(lambda: cursor.execute("ROLLBACK"), cursor)
-                raise
-            await self._call(lambda: cursor.execute("COMMIT"), cursor)
-        except BaseException:
-            cursor.close()
-            raise
-        self._pool.put(cursor)
+    async def replace_rows(
+        self,
+        destination: TableRef,
+        columns: Sequence[str],
+        source_query: str,
+        *,
+        replace_where: str,
+        params: Params | None = None,
+        options: QueryOptions | None = None,
+    ) -> int:
+        delete, insert = replace_statements(destination, columns, source_query, replace_where)
 
-    def transaction(self, options: QueryOptions | None = None) -> Any:
-        return self._transaction()
+        def replace(cursor: duckdb.DuckDBPyConnection) -> int:
+            cursor.execute("BEGIN TRANSACTION")
+            try:
+                _run(cursor, delete, params)
+                _, inserted = _run(cursor, insert, params)
+                cursor.execute("COMMIT")
+            except BaseException:
+                try:
+                    cursor.execute("ROLLBACK")
+                except duckdb.Error:
+                    pass  # the failed statement already ended the transaction
+                raise
+            return inserted
+
+        return await self._with_cursor(replace)
 
     # --- catalog -----------------------------------------------------------------------------
     def _schema_sql(self, dataset: str) -> str:

@@ -16,8 +16,7 @@ def build_warehouse(settings: Settings) -> Warehouse:
             api_endpoint=settings.bigquery_api_endpoint,
             maximum_bytes_billed=settings.maximum_bytes_billed,
             timeout_seconds=settings.query_timeout_seconds,
-            retry_attempts=settings.warehouse_retry_attempts,
-            retry_base_seconds=settings.warehouse_retry_base_seconds,
+            retry_deadline_seconds=settings.bigquery_retry_deadline_seconds,
         )
     from src.core.engine.duckdb_backend import DuckDBWarehouse
 

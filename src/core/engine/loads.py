@@ -1,8 +1,16 @@
-"""In-warehouse load statements: the rows go from the source query to the destination inside the
-warehouse, never through Python. Run the statements of one load in one transaction."""
+"""In-warehouse load statements: rows go from the source query to the destination inside the
+warehouse, never through Python. Write modes:
+
+* ``append``: insert the query's rows.
+* ``overwrite``: replace the whole table, atomically (``replace_rows`` with condition TRUE).
+* ``overwrite_partition``: replace exactly the window's days, atomically; only rows inside the
+  window are inserted, so a rerun gives the same table.
+* ``merge``: update rows matching on the merge keys, insert the others.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 from src.core.engine.sql import TableRef, quote_column
@@ -10,47 +18,88 @@ from src.core.engine.sql import TableRef, quote_column
 WriteMode = Literal["append", "overwrite", "overwrite_partition", "merge"]
 
 
-def load_statements(
-    *,
-    write_mode: WriteMode,
-    destination: TableRef,
-    columns: list[str],
-    source_query: str,
-    partition_column: str | None = None,
-    merge_keys: tuple[str, ...] = (),
-) -> tuple[list[str], str]:
-    """(statements before the write, the write). The write's affected rows are the rows loaded.
-
-    * ``append``: insert the query's rows.
-    * ``overwrite``: empty the table, insert.
-    * ``overwrite_partition``: delete the window's days (``@start_date``..``@end_date`` on the
-      partition column), insert only rows inside the window, so a rerun replaces exactly those days.
-    * ``merge``: update rows matching on ``merge_keys``, insert the others.
-    """
+def replace_statements(
+    destination: TableRef, columns: Sequence[str], source_query: str, replace_where: str
+) -> tuple[str, str]:
+    """DELETE + INSERT for one transaction (backends with cheap multi-statement transactions)."""
     cols = ", ".join(quote_column(c) for c in columns)
     src_cols = ", ".join(f"src.{quote_column(c)}" for c in columns)
-    source = f"({source_query.strip().rstrip(';')}) AS src"
-    if write_mode == "append":
-        return [], f"INSERT INTO {destination.sql} ({cols}) SELECT {src_cols} FROM {source}"
-    if write_mode == "overwrite":
-        return (
-            [f"DELETE FROM {destination.sql} WHERE TRUE"],
-            f"INSERT INTO {destination.sql} ({cols}) SELECT {src_cols} FROM {source}",
-        )
-    if write_mode == "overwrite_partition":
-        assert partition_column, "overwrite_partition needs a partition column"
-        part = quote_column(partition_column)
-        return (
-            [f"DELETE FROM {destination.sql} WHERE {part} BETWEEN @start_date AND @end_date"],
-            f"INSERT INTO {destination.sql} ({cols}) SELECT {src_cols} FROM {source} "
-            f"WHERE src.{part} BETWEEN @start_date AND @end_date",
-        )
-    assert merge_keys, "merge needs merge keys"
-    on = " AND ".join(f"t.{quote_column(k)} = src.{quote_column(k)}" for k in merge_keys)
-    updates = ", ".join(f"{quote_column(c)} = src.{quote_column(c)}" for c in columns if c not in merge_keys)
-    merge = (
-        f"MERGE {destination.sql} AS t USING {source} ON {on} "
+    return (
+        f"DELETE FROM {destination.sql} WHERE {replace_where.replace('{t}.', '')}",
+        f"INSERT INTO {destination.sql} ({cols}) SELECT {src_cols} FROM ({_strip(source_query)}) AS src "
+        f"WHERE {_qualify(replace_where, 'src')}",
+    )
+
+
+def replace_merge_sql(destination: TableRef, columns: Sequence[str], source_query: str, replace_where: str) -> str:
+    """The same replace as one MERGE statement (BigQuery's atomic partition overwrite)."""
+    cols = ", ".join(quote_column(c) for c in columns)
+    src_cols = ", ".join(f"src.{quote_column(c)}" for c in columns)
+    return (
+        f"MERGE {destination.sql} AS t USING (SELECT * FROM ({_strip(source_query)}) AS src "
+        f"WHERE {_qualify(replace_where, 'src')}) AS src ON FALSE "
+        f"WHEN NOT MATCHED BY SOURCE AND {_qualify(replace_where, 't')} THEN DELETE "
+        f"WHEN NOT MATCHED THEN INSERT ({cols}) VALUES ({src_cols})"
+    )
+
+
+def _strip(query: str) -> str:
+    return query.strip().rstrip(";")
+
+
+def _qualify(condition: str, alias: str) -> str:
+    """``{t}.`` placeholders in a replace condition name the table alias."""
+    return condition.replace("{t}", alias)
+
+
+def window_condition(partition_column: str) -> str:
+    return f"{{t}}.{quote_column(partition_column)} BETWEEN @start_date AND @end_date"
+
+
+def append_sql(destination: TableRef, columns: Sequence[str], source_query: str) -> str:
+    cols = ", ".join(quote_column(c) for c in columns)
+    src_cols = ", ".join(f"src.{quote_column(c)}" for c in columns)
+    return f"INSERT INTO {destination.sql} ({cols}) SELECT {src_cols} FROM ({_strip(source_query)}) AS src"
+
+
+def merge_sql(destination: TableRef, columns: Sequence[str], source_query: str, keys: Sequence[str]) -> str:
+    """Update rows matching on ``keys``, insert the others."""
+    cols = ", ".join(quote_column(c) for c in columns)
+    src_cols = ", ".join(f"src.{quote_column(c)}" for c in columns)
+    on = " AND ".join(f"t.{quote_column(k)} = src.{quote_column(k)}" for k in keys)
+    updates = ", ".join(f"{quote_column(c)} = src.{quote_column(c)}" for c in columns if c not in keys)
+    return (
+        f"MERGE {destination.sql} AS t USING ({_strip(source_query)}) AS src ON {on} "
         + (f"WHEN MATCHED THEN UPDATE SET {updates} " if updates else "")
         + f"WHEN NOT MATCHED THEN INSERT ({cols}) VALUES ({src_cols})"
     )
-    return [], merge
+
+
+def measures_sql(relation: str, *, date_column: str, cost_column: str, credits_column: str, where: str = "") -> str:
+    """Per day: row_count, cost, credits of ``relation`` (a table reference or a parenthesized query)."""
+    d, c, k = quote_column(date_column), quote_column(cost_column), quote_column(credits_column)
+    return (
+        f"SELECT r.{d} AS usage_date, COUNT(*) AS row_count, SUM(r.{c}) AS cost, SUM(r.{k}) AS credits "
+        f"FROM {relation} AS r {where} GROUP BY r.{d}"
+    )
+
+
+def reconcile_sql(source_query: str, destination_query: str) -> str:
+    """Per day, the source's and the destination's (row_count, cost, credits) side by side, with
+    ``passed`` when rows are equal and cost and credits agree within ``@tolerance``. Both queries
+    return ``usage_date, row_count, cost, credits``."""
+    return f"""
+        SELECT
+          IFNULL(s.usage_date, d.usage_date) AS usage_date,
+          IFNULL(s.row_count, 0) AS source_rows,
+          IFNULL(d.row_count, 0) AS dest_rows,
+          IFNULL(s.cost, 0) AS source_cost,
+          IFNULL(d.cost, 0) AS dest_cost,
+          IFNULL(s.credits, 0) AS source_credits,
+          IFNULL(d.credits, 0) AS dest_credits,
+          (IFNULL(s.row_count, 0) = IFNULL(d.row_count, 0)
+           AND ABS(IFNULL(s.cost, 0) - IFNULL(d.cost, 0)) <= @tolerance
+           AND ABS(IFNULL(s.credits, 0) - IFNULL(d.credits, 0)) <= @tolerance) AS passed
+        FROM ({source_query.strip().rstrip(";")}) AS s
+        FULL OUTER JOIN ({destination_query.strip().rstrip(";")}) AS d ON s.usage_date = d.usage_date
+    """

@@ -57,3 +57,30 @@ def insert_statement(
     ref: TableRef, schema: Schema, row: Mapping[str, Any], *, prefix: str = ""
 ) -> tuple[str, dict[str, TypedParam]]:
     return insert_sql(ref, list(row), prefix=prefix), typed_params(schema, row, prefix=prefix)
+
+
+def merge_row_sql(
+    ref: TableRef,
+    columns: list[str],
+    *,
+    keys: list[str],
+    update: list[str] | None = None,
+    prefix: str = "",
+) -> str:
+    """Insert one row (bound as ``@{prefix}{column}``) unless a row with the same ``keys`` exists;
+    with ``update``, such a row gets those columns instead. One statement: atomic on both backends."""
+    source = ", ".join(f"@{prefix}{c} AS {quote_column(c)}" for c in columns)
+    on = " AND ".join(f"t.{quote_column(k)} = s.{quote_column(k)}" for k in keys)
+    cols = ", ".join(quote_column(c) for c in columns)
+    values = ", ".join(f"s.{quote_column(c)}" for c in columns)
+    matched = ""
+    if update:
+        matched = (
+            "WHEN MATCHED THEN UPDATE SET "
+            + ", ".join(f"{quote_column(c)} = s.{quote_column(c)}" for c in update)
+            + " "
+        )
+    return (
+        f"MERGE {ref.sql} AS t USING (SELECT {source}) AS s ON {on} "
+        f"{matched}WHEN NOT MATCHED THEN INSERT ({cols}) VALUES ({values})"
+    )

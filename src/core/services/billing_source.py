@@ -10,6 +10,7 @@ from src.core.engine.repositories.billing_export import BillingExportRepository
 from src.core.engine.schema import Schema, load_schema_file
 from src.core.engine.sql import TableRef
 from src.core.errors import (
+    ConflictError,
     TerminalWarehouseError,
     ValidationFailedError,
     WarehouseAccessDeniedError,
@@ -28,24 +29,33 @@ def export_schema(configs_dir: Path) -> Schema:
 
 
 async def check_billing_table(services: Services, table: str, *, org_slug: str) -> TableRef:
-    """The table exists, is readable and has the standard usage cost export's columns."""
+    """The table exists, is readable, has the standard usage cost export's columns, and is not
+    already another organization's billing source (one export feeds one tenant)."""
     try:
         ref = TableRef.parse(table)
     except ValidationFailedError as exc:
         raise ValidationFailedError(exc.message, code="invalid_billing_export_table") from None
+    if await services.orgs.orgs_using_billing_table(str(ref), other_than=org_slug):
+        raise ConflictError(
+            f"{ref} is already the billing export of another organization", code="billing_table_in_use"
+        )
     if not await services.warehouse.table_exists(ref):
         raise ValidationFailedError(f"billing export table {ref} does not exist", code="billing_table_not_found")
+    repo = BillingExportRepository(services.warehouse)
+    schema = export_schema(services.settings.configs_dir)
     try:
-        await BillingExportRepository(services.warehouse).check_shape(ref, export_schema(services.settings.configs_dir))
+        await repo.check_shape(ref, schema)
     except WarehouseAccessDeniedError:
         raise ValidationFailedError(
             f"the service cannot read {ref}; grant its service account roles/bigquery.dataViewer on dataset "
             f"{ref.project}:{ref.dataset}",
             code="billing_table_access_denied",
         ) from None
-    except (WarehouseNotFoundError, TerminalWarehouseError) as exc:
+    except (WarehouseNotFoundError, TerminalWarehouseError):
+        misfits = await repo.misfit_columns(ref, schema)
         raise ValidationFailedError(
-            f"{ref} does not have the shape of a GCP standard usage cost export: {exc.message.splitlines()[0]}",
+            f"{ref} does not have the shape of a GCP standard usage cost export: "
+            f"missing or different columns: {', '.join(misfits[:8]) or 'unknown'}",
             code="billing_table_invalid",
         ) from None
     return ref

@@ -18,6 +18,7 @@ from src.core.pipeline.loader import PipelineStore
 from src.core.processors.registry import ProcessorRegistry
 from src.core.security.key_cache import KeyCache
 from src.core.security.kms import Encryptor, build_encryptor
+from src.core.services.locks import KeyedLocks
 from src.core.services.plans import Plans
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ class Services:
     orgs: OrgRepository
     runs: RunRepository
     costs: CostRepository
+    locks: KeyedLocks = field(default_factory=KeyedLocks)
     executor: PipelineExecutor = field(init=False)
     run_service: RunService = field(init=False)
 

@@ -83,22 +83,23 @@ class RunService:
         }
         pipeline_id, variables = build_variables(pipeline.spec, builtins=builtins, params=params, window=window)
         accepted = {k: variables[k] for k in (*pipeline.spec.parameters, "start_date", "end_date") if k in variables}
-        admission = await s.runs.admit(
-            NewRun(
-                pipeline_logging_id=run_id,
-                org_slug=org_slug,
-                pipeline_id=pipeline_id,
-                pipeline_path=pipeline.path,
-                trigger_by=trigger,
-                parameters=accepted,
-                start_date=window.start_date if window else None,
-                end_date=window.end_date if window else None,
-                owner_instance=s.settings.instance_id,
-                request_id=request_id,
-                schedule_id=schedule_id,
-                queue_item_id=queue_item_id,
+        async with s.locks.hold(f"admit:{org_slug}"):
+            admission = await s.runs.admit(
+                NewRun(
+                    pipeline_logging_id=run_id,
+                    org_slug=org_slug,
+                    pipeline_id=pipeline_id,
+                    pipeline_path=pipeline.path,
+                    trigger_by=trigger,
+                    parameters=accepted,
+                    start_date=window.start_date if window else None,
+                    end_date=window.end_date if window else None,
+                    owner_instance=s.settings.instance_id,
+                    request_id=request_id,
+                    schedule_id=schedule_id,
+                    queue_item_id=queue_item_id,
+                )
             )
-        )
         if not admission.admitted:
             raise ConflictError(
                 f"pipeline {pipeline.path} is already running for an overlapping window "
@@ -186,6 +187,8 @@ class RunService:
     async def recover_orphans(self) -> int:
         """Mark runs whose owner is gone FAILED ("owner lost") and give back their slots."""
         s = self._s
+        if not await s.warehouse.table_exists(s.catalog.ref("org_meta_pipeline_runs")):
+            return 0  # not bootstrapped yet
         orphans = await s.runs.orphaned(
             owner=s.settings.instance_id,
             lease_seconds=s.settings.run_lease_seconds,

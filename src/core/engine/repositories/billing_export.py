@@ -5,6 +5,7 @@ from __future__ import annotations
 from src.core.engine.base import Warehouse
 from src.core.engine.schema import Schema, SchemaField
 from src.core.engine.sql import TableRef
+from src.core.errors import TerminalWarehouseError
 
 
 def _select_expr(field: SchemaField, path: str, depth: int) -> str:
@@ -32,3 +33,13 @@ class BillingExportRepository:
     async def check_shape(self, table: TableRef, schema: Schema) -> None:
         """Raises a WarehouseError if a column or nested field of ``schema`` is missing."""
         await self._wh.check_query(shape_probe_sql(table, schema))
+
+    async def misfit_columns(self, table: TableRef, schema: Schema) -> list[str]:
+        """Top-level columns that are missing or lack a nested field (one probe per column)."""
+        misfits = []
+        for field in schema:
+            try:
+                await self._wh.check_query(shape_probe_sql(table, (field,)))
+            except TerminalWarehouseError:
+                misfits.append(field.name)
+        return misfits

@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from src.core.engine.base import RetryPolicy, TypedParam, Warehouse, with_retries
+from src.core.engine.base import RetryPolicy, TypedParam, Warehouse
 from src.core.engine.catalog import CentralCatalog
-from src.core.engine.rows import insert_statement, typed_params
+from src.core.engine.rows import insert_statement, merge_row_sql, typed_params
 from src.core.engine.schema import Schema
 from src.core.engine.sql import TableRef
-from src.core.errors import ConflictError
+from src.core.errors import ConflictError, WarehouseNotFoundError
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,13 +62,10 @@ class OrgRepository:
         self._retry = retry
 
     async def exists(self, org_slug: str) -> bool:
-        rows = await self._wh.query(
-            f"SELECT 1 AS found FROM {self._profiles} WHERE org_slug = @org_slug LIMIT 1", {"org_slug": org_slug}
-        )
-        return bool(rows)
+        return await self.get(org_slug) is not None
 
     async def get(self, org_slug: str) -> dict[str, Any] | None:
-        rows = await self._wh.query(
+        rows = await self._query_central(
             f"""
             SELECT p.org_slug, p.company_name, p.admin_email, p.status, p.subscription_plan, p.org_dataset,
                    p.billing_export_table, p.created_at, p.updated_at, p.suspended_at, p.suspended_reason,
@@ -81,13 +78,67 @@ class OrgRepository:
         )
         return rows[0] if rows else None
 
-    async def onboard(self, org: NewOrg, key: NewKey, *, extra: ExtraRow, today: date) -> None:
-        """Profile, key, subscription and quota rows in one transaction: all or nothing.
+    async def orgs_using_billing_table(self, table: str, *, other_than: str) -> list[str]:
+        rows = await self._query_central(
+            f"SELECT org_slug FROM {self._profiles} WHERE billing_export_table = @table AND org_slug != @org_slug",
+            {"table": table, "org_slug": other_than},
+        )
+        return [str(r["org_slug"]) for r in rows]
 
-        The profile is written with a MERGE on ``org_slug`` so that two concurrent onboardings
-        of one slug cannot both succeed: the loser inserts nothing and gets a 409.
+    async def _query_central(self, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """A read of central tables; before bootstrap they do not exist, which reads as empty."""
+        try:
+            return await self._wh.query(sql, params)
+        except WarehouseNotFoundError:
+            return []
+
+    async def onboard(self, org: NewOrg, key: NewKey, *, extra: ExtraRow, today: date) -> None:
+        """Quota, subscription, key and metadata rows, then the profile — each one statement.
+
+        The profile is written last, with a MERGE on ``org_slug``: it is what makes the org exist
+        (keys only authenticate through it). Rows written before it are idempotent (MERGEs keyed by
+        org) or compensated (the new key is revoked if the profile cannot be written), so a failure
+        halfway leaves no usable half-org and a retry completes it. Of two concurrent onboardings of
+        one slug, only one profile MERGE inserts (BigQuery serializes mutating DML on a table; on
+        DuckDB the service also holds a per-slug lock): the other gets 409.
         """
         now = datetime.now(UTC)
+        run = self._wh.execute
+        quota = {
+            "org_slug": org.org_slug,
+            "usage_date": today,
+            "daily_runs": 0,
+            "usage_month": today.replace(day=1),
+            "monthly_runs": 0,
+            "concurrent_runs": 0,
+            "daily_limit": org.daily_limit,
+            "monthly_limit": org.monthly_limit,
+            "concurrent_limit": org.concurrent_limit,
+            "updated_at": now,
+        }
+        subscription = {
+            "subscription_id": f"sub_{secrets.token_hex(8)}",
+            "org_slug": org.org_slug,
+            "plan_name": org.subscription_plan,
+            "status": "ACTIVE",
+            "daily_run_limit": org.daily_limit,
+            "monthly_run_limit": org.monthly_limit,
+            "concurrent_run_limit": org.concurrent_limit,
+            "started_at": now,
+            "created_at": now,
+        }
+        key_row = {
+            "key_id": key.key_id,
+            "org_slug": org.org_slug,
+            "key_hash": key.key_hash,
+            "key_prefix": key.key_prefix,
+            "encrypted_key": key.encrypted_key,
+            "kms_key_name": key.kms_key_name,
+            "scopes": list(key.scopes),
+            "status": "ACTIVE",
+            "created_by": key.created_by,
+            "created_at": now,
+        }
         profile = {
             "org_slug": org.org_slug,
             "company_name": org.company_name,
@@ -99,77 +150,42 @@ class OrgRepository:
             "created_at": now,
             "updated_at": now,
         }
-        profile_params = typed_params(self._cat.schema("org_profiles"), profile, prefix="p_")
-        columns = ", ".join(profile)
-        values = ", ".join(f"@p_{c}" for c in profile)
-        merge_profile = f"""
-            MERGE {self._profiles} AS t
-            USING (SELECT @p_org_slug AS org_slug) AS s
-            ON t.org_slug = s.org_slug
-            WHEN NOT MATCHED THEN INSERT ({columns}) VALUES ({values})
-        """
-        key_sql, key_params = insert_statement(
-            self._cat.ref("org_api_keys"),
-            self._cat.schema("org_api_keys"),
-            {
-                "key_id": key.key_id,
-                "org_slug": org.org_slug,
-                "key_hash": key.key_hash,
-                "key_prefix": key.key_prefix,
-                "encrypted_key": key.encrypted_key,
-                "kms_key_name": key.kms_key_name,
-                "scopes": list(key.scopes),
-                "status": "ACTIVE",
-                "created_by": key.created_by,
-                "created_at": now,
-            },
-            prefix="k_",
+        if await self.exists(org.org_slug):
+            raise ConflictError(f"organization {org.org_slug!r} already exists", code="org_exists")
+        limits = ["daily_limit", "monthly_limit", "concurrent_limit", "updated_at"]
+        await run(
+            merge_row_sql(self._cat.ref("org_usage_quotas"), list(quota), keys=["org_slug"], update=limits),
+            typed_params(self._cat.schema("org_usage_quotas"), quota),
         )
-        sub_sql, sub_params = insert_statement(
-            self._cat.ref("org_subscriptions"),
-            self._cat.schema("org_subscriptions"),
-            {
-                "subscription_id": f"sub_{secrets.token_hex(8)}",
-                "org_slug": org.org_slug,
-                "plan_name": org.subscription_plan,
-                "status": "ACTIVE",
-                "daily_run_limit": org.daily_limit,
-                "monthly_run_limit": org.monthly_limit,
-                "concurrent_run_limit": org.concurrent_limit,
-                "started_at": now,
-                "created_at": now,
-            },
-            prefix="s_",
+        plan_cols = ["plan_name", "daily_run_limit", "monthly_run_limit", "concurrent_run_limit"]
+        await run(
+            merge_row_sql(
+                self._cat.ref("org_subscriptions"), list(subscription), keys=["org_slug", "status"], update=plan_cols
+            ),
+            typed_params(self._cat.schema("org_subscriptions"), subscription),
         )
-        quota_sql, quota_params = insert_statement(
-            self._cat.ref("org_usage_quotas"),
-            self._cat.schema("org_usage_quotas"),
-            {
-                "org_slug": org.org_slug,
-                "usage_date": today,
-                "daily_runs": 0,
-                "usage_month": today.replace(day=1),
-                "monthly_runs": 0,
-                "concurrent_runs": 0,
-                "daily_limit": org.daily_limit,
-                "monthly_limit": org.monthly_limit,
-                "concurrent_limit": org.concurrent_limit,
-                "updated_at": now,
-            },
-            prefix="q_",
-        )
-        extra_sql, extra_params = insert_statement(extra.ref, extra.schema, extra.row, prefix="m_")
+        await run(*insert_statement(self._cat.ref("org_api_keys"), self._cat.schema("org_api_keys"), key_row))
+        try:
+            await run(
+                merge_row_sql(extra.ref, list(extra.row), keys=["org_slug"]), typed_params(extra.schema, extra.row)
+            )
+            created = await run(
+                merge_row_sql(self._cat.ref("org_profiles"), list(profile), keys=["org_slug"]),
+                typed_params(self._cat.schema("org_profiles"), profile),
+            )
+        except BaseException:
+            await self._revoke_key(org.org_slug, key.key_id, "onboarding failed")
+            raise
+        if created != 1:
+            await self._revoke_key(org.org_slug, key.key_id, "concurrent onboarding of the same organization")
+            raise ConflictError(f"organization {org.org_slug!r} already exists", code="org_exists")
 
-        async def attempt() -> None:
-            async with self._wh.transaction() as tx:
-                if await tx.execute(merge_profile, profile_params) != 1:
-                    raise ConflictError(f"organization {org.org_slug!r} already exists", code="org_exists")
-                await tx.execute(key_sql, key_params)
-                await tx.execute(sub_sql, sub_params)
-                await tx.execute(quota_sql, quota_params)
-                await tx.execute(extra_sql, extra_params)
-
-        await with_retries(attempt, what="onboard", policy=self._retry)
+    async def _revoke_key(self, org_slug: str, key_id: str, reason: str) -> None:
+        await self._wh.execute(
+            f"UPDATE {self._keys} SET status = 'REVOKED', revoked_at = CURRENT_TIMESTAMP(), revoked_reason = @reason "
+            "WHERE org_slug = @org_slug AND key_id = @key_id AND status = 'ACTIVE'",
+            {"org_slug": org_slug, "key_id": key_id, "reason": reason},
+        )
 
     async def set_billing_export_table(self, org_slug: str, table: str | None) -> int:
         return await self._wh.execute(
@@ -179,7 +195,7 @@ class OrgRepository:
         )
 
     async def find_key(self, key_hash: str) -> dict[str, Any] | None:
-        rows = await self._wh.query(
+        rows = await self._query_central(
             f"""
             SELECT k.key_id, k.org_slug, k.expires_at, p.status AS org_status
             FROM {self._keys} AS k

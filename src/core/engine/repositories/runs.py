@@ -2,9 +2,8 @@
 
 Rows that change later (runs, steps) are written with DML, never streaming inserts, and every
 state change is one guarded statement (``... WHERE status = @from``). Admission of a run is one
-transaction that inserts the PENDING row unless an overlapping run of the same pipeline is active
-and touches the org's quota row, which serializes concurrent admissions of one org on every
-backend (a concurrent transaction on the same row conflicts and is retried).
+MERGE that inserts the PENDING row only if no overlapping run of the same pipeline is active:
+mutating DML, which BigQuery serializes per table (on DuckDB the service also holds a per-org lock).
 """
 
 from __future__ import annotations
@@ -84,27 +83,23 @@ class RunRepository:
         }
         params: dict[str, Any] = dict(typed_params(self._cat.schema("org_meta_pipeline_runs"), row, prefix="r_"))
         columns = ", ".join(row)
-        values = ", ".join(f"@r_{c}" for c in row)
+        source = ", ".join(f"@r_{c} AS {c}" for c in row)
+        values = ", ".join(f"s.{c}" for c in row)
+        # One guarded statement: insert unless an active run of this pipeline overlaps the window.
         guarded_insert = f"""
-            INSERT INTO {self._runs} ({columns})
-            SELECT {values} FROM (SELECT 1 AS one) AS x
-            WHERE NOT EXISTS (
-              SELECT 1 FROM {self._runs} AS r
-              WHERE r.org_slug = @r_org_slug AND r.pipeline_path = @r_pipeline_path
-                AND r.status IN ('PENDING', 'RUNNING')
-                AND IFNULL(r.start_date, DATE '0001-01-01') <= IFNULL(@r_end_date, DATE '9999-12-31')
-                AND IFNULL(r.end_date, DATE '9999-12-31') >= IFNULL(@r_start_date, DATE '0001-01-01'))
+            MERGE {self._runs} AS t
+            USING (SELECT {source}) AS s
+            ON t.org_slug = s.org_slug AND t.pipeline_path = s.pipeline_path
+               AND t.status IN ('PENDING', 'RUNNING')
+               AND IFNULL(t.start_date, DATE '0001-01-01') <= IFNULL(s.end_date, DATE '9999-12-31')
+               AND IFNULL(t.end_date, DATE '9999-12-31') >= IFNULL(s.start_date, DATE '0001-01-01')
+            WHEN NOT MATCHED THEN INSERT ({columns}) VALUES ({values})
         """
-        touch_org = f"UPDATE {self._quotas} SET last_run_at = CURRENT_TIMESTAMP() WHERE org_slug = @r_org_slug"
 
-        async def attempt() -> bool:
-            async with self._wh.transaction() as tx:
-                if await tx.execute(guarded_insert, params) != 1:
-                    return False
-                await tx.execute(touch_org, params)
-                return True
+        async def attempt() -> int:
+            return await self._wh.execute(guarded_insert, params)
 
-        if await with_retries(attempt, what="admit run", policy=self._retry):
+        if await with_retries(attempt, what="admit run", policy=self._retry) == 1:
             return Admission(True)
         rows = await self._wh.query(
             f"""
@@ -146,7 +141,7 @@ class RunRepository:
         rows_processed: int,
         from_states: tuple[str, ...] = ("RUNNING",),
     ) -> bool:
-        """Final state and release of the run's concurrency slot, in one transaction."""
+        """Final state (guarded: only from an active state), then release of the run's slot."""
         params = {
             "id": pipeline_logging_id,
             "org_slug": org_slug,
@@ -170,14 +165,13 @@ class RunRepository:
             WHERE org_slug = @org_slug
         """
 
-        async def attempt() -> bool:
-            async with self._wh.transaction() as tx:
-                if await tx.execute(final, params) != 1:
-                    return False
-                await tx.execute(release, params)
-                return True
+        async def finish_run() -> int:
+            return await self._wh.execute(final, params)
 
-        return await with_retries(attempt, what="finish run", policy=self._retry)
+        if await with_retries(finish_run, what="finish run", policy=self._retry) != 1:
+            return False  # not active (already final): nothing to release
+        await with_retries(lambda: self._wh.execute(release, params), what="release slot", policy=self._retry)
+        return True
 
     async def heartbeat(self, owner: str) -> int:
         return await self._wh.execute(

@@ -2,10 +2,10 @@
 
 The destination is created from a schema template (``configs/gcp/bq_etl/schema_template.json``)
 with the step's ``table_config`` (partitioning, clustering, labels); columns added to the template
-later are added to existing tables. The write (see ``engine.loads``) and the reconciliation run in
-one transaction: if the destination does not match the source per day (rows, SUM(cost),
-SUM(credits)), the load is rolled back and the step fails with the days that differ. Check results
-go to ``org_meta_dq_results`` either way.
+later are added to existing tables. With ``reconcile``, the load is checked twice per day (rows,
+SUM(cost), SUM(credits)) against the source: its query's output before anything is written (a
+lossy query fails the step and leaves the table untouched), and the destination after the write
+(which is atomic: see ``engine.loads``). Check results go to ``org_meta_dq_results`` either way.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from src.core.engine.base import Row
-from src.core.engine.loads import load_statements
+from src.core.engine.base import Row, TypedParam
+from src.core.engine.loads import append_sql, measures_sql, merge_sql, reconcile_sql, window_condition
 from src.core.engine.schema import Schema, TableOptions, parse_schema, validate_options
-from src.core.engine.sql import TableRef
+from src.core.engine.sql import TableRef, quote_column
 from src.core.errors import ConfigError, StepFailedError
 from src.core.pipeline.context import StepContext
 
@@ -56,10 +56,13 @@ class Destination(_Strict):
 
 
 class Reconcile(_Strict):
-    """Two queries returning (usage_date, row_count, cost, credits) per day."""
+    """``source_query`` returns (usage_date, row_count, cost, credits) per day of the source; the
+    load's output and the destination are measured on the named columns and must agree."""
 
     source_query: str
-    destination_query: str
+    date_column: str
+    cost_column: str
+    credits_column: str
     tolerance: float = Field(1e-6, ge=0, le=0.005)
 
 
@@ -100,52 +103,85 @@ class BqEtlProcessor:
         wh = s.warehouse
         dest_cfg = step_config.destination
         schema = schema_templates(s.settings.configs_dir)[dest_cfg.schema_template]
+        columns = [f.name for f in schema]
         destination = TableRef(wh.project, context.render_sql(dest_cfg.dataset), context.render_sql(dest_cfg.table))
         options = dest_cfg.table_config.model_copy(
             update={"labels": {k: context.render(v) for k, v in dest_cfg.table_config.labels.items()}}
         )
         await self._ensure_table(context, destination, schema, options)
-        before, write = load_statements(
-            write_mode=dest_cfg.write_mode,
-            destination=destination,
-            columns=[f.name for f in schema],
-            source_query=context.render_sql(step_config.source.query),
-            partition_column=dest_cfg.partition_column,
-            merge_keys=dest_cfg.merge_keys,
-        )
-        params = context.query_params()
+        query = context.render_sql(step_config.source.query)
+        params: dict[str, Any] = context.query_params()
         reconcile = step_config.reconcile
+        if reconcile is not None:
+            params["tolerance"] = TypedParam("FLOAT64", reconcile.tolerance)
+            # Before writing: the load's own output must already match the source.
+            await self._reconcile(context, reconcile, f"({query})", "reconcile_query_output", str(destination), params)
+
+        mode = dest_cfg.write_mode
+        opts = context.query_options
+        if mode == "append":
+            loaded = await wh.execute(append_sql(destination, columns, query), params, options=opts)
+        elif mode == "merge":
+            loaded = await wh.execute(merge_sql(destination, columns, query, dest_cfg.merge_keys), params, options=opts)
+        else:
+            where = window_condition(dest_cfg.partition_column) if mode == "overwrite_partition" else "TRUE"  # type: ignore[arg-type]
+            loaded = await wh.replace_rows(
+                destination, columns, query, replace_where=where, params=params, options=opts
+            )
+
         checks: list[dict[str, Any]] = []
-        async with wh.transaction(context.query_options) as tx:
-            deleted = 0
-            for statement in before:
-                deleted += await tx.execute(statement, params)
-            loaded = await tx.execute(write, params)
-            if reconcile is not None:
-                source_rows = await tx.query(context.render_sql(reconcile.source_query), params)
-                dest_rows = await tx.query(context.render_sql(reconcile.destination_query), params)
-                checks = _compare(source_rows, dest_rows, context, str(destination), reconcile.tolerance)
-                failed = [c for c in checks if not c["passed"]]
-                if failed:
-                    await s.runs.insert_dq_results(checks)
-                    raise StepFailedError(
-                        f"reconciliation failed for {len(failed)} day(s), load rolled back: "
-                        + "; ".join(f"{c['usage_date']}: {c['message']}" for c in failed[:5]),
-                        code="reconciliation_failed",
-                        retryable=False,
-                    )
-        if checks:
-            await s.runs.insert_dq_results(checks)
+        if reconcile is not None:
+            # After writing: the destination must match the source, day by day.
+            checks = await self._reconcile(
+                context, reconcile, destination.sql, "reconcile_source", str(destination), params, window=dest_cfg
+            )
         return {
             "status": "COMPLETED",
             "rows_processed": loaded,
-            "rows_replaced": deleted,
             "destination": str(destination),
-            "write_mode": dest_cfg.write_mode,
+            "write_mode": mode,
             "reconciled_days": len(checks),
             "source_cost": round(sum(c["source_cost"] for c in checks), 6) if checks else None,
             "source_credits": round(sum(c["source_credits"] for c in checks), 6) if checks else None,
         }
+
+    @staticmethod
+    async def _reconcile(
+        context: StepContext,
+        reconcile: Reconcile,
+        relation: str,
+        check_name: str,
+        target: str,
+        params: dict[str, Any],
+        window: Destination | None = None,
+    ) -> list[dict[str, Any]]:
+        """Compare ``relation``'s per-day measures with the source; record DQ rows; fail on mismatch."""
+        where = ""
+        if window is not None and window.write_mode == "overwrite_partition" and window.partition_column:
+            where = f"WHERE r.{quote_column(window.partition_column)} BETWEEN @start_date AND @end_date"
+        measured = measures_sql(
+            relation,
+            date_column=reconcile.date_column,
+            cost_column=reconcile.cost_column,
+            credits_column=reconcile.credits_column,
+            where=where,
+        )
+        sql = reconcile_sql(context.render_sql(reconcile.source_query), measured)
+        rows = await context.services.warehouse.query(sql, params, options=context.query_options)
+        checks = _checks(rows, context, target, check_name)
+        await context.services.runs.insert_dq_results(checks)
+        failed = [c for c in checks if not c["passed"]]
+        if failed:
+            stage = (
+                "before writing (nothing was written)" if check_name == "reconcile_query_output" else "after writing"
+            )
+            raise StepFailedError(
+                f"reconciliation failed {stage} for {len(failed)} day(s): "
+                + "; ".join(f"{c['usage_date']}: {c['message']}" for c in failed[:5]),
+                code="reconciliation_failed",
+                retryable=False,
+            )
+        return checks
 
     @staticmethod
     async def _ensure_table(context: StepContext, ref: TableRef, schema: Schema, options: TableOptions) -> None:
@@ -166,25 +202,24 @@ def _window_days(context: StepContext) -> list[date]:
     return [start + timedelta(days=i) for i in range((end - start).days + 1)]
 
 
-def _compare(
-    source: list[Row], dest: list[Row], context: StepContext, target: str, tolerance: float
-) -> list[dict[str, Any]]:
-    by_day_src = {r["usage_date"]: r for r in source}
-    by_day_dst = {r["usage_date"]: r for r in dest}
-    days = sorted(set(_window_days(context)) | set(by_day_src) | set(by_day_dst))
+def _checks(rows: list[Row], context: StepContext, target: str, check_name: str) -> list[dict[str, Any]]:
+    """DQ result rows: one per day of the window (days without data on either side pass as 0 = 0)."""
+    by_day = {r["usage_date"]: r for r in rows}
+    days = sorted(set(_window_days(context)) | set(by_day))
     now = datetime.now(UTC)
     checks = []
     for day in days:
-        src, dst = by_day_src.get(day, {}), by_day_dst.get(day, {})
-        s_rows, d_rows = int(src.get("row_count") or 0), int(dst.get("row_count") or 0)
-        s_cost, d_cost = float(src.get("cost") or 0), float(dst.get("cost") or 0)
-        s_cred, d_cred = float(src.get("credits") or 0), float(dst.get("credits") or 0)
+        r = by_day.get(day, {})
+        s_rows, d_rows = int(r.get("source_rows") or 0), int(r.get("dest_rows") or 0)
+        s_cost, d_cost = float(r.get("source_cost") or 0), float(r.get("dest_cost") or 0)
+        s_cred, d_cred = float(r.get("source_credits") or 0), float(r.get("dest_credits") or 0)
+        passed = bool(r.get("passed", True))
         problems = []
         if s_rows != d_rows:
             problems.append(f"rows {d_rows} != source {s_rows}")
-        if abs(s_cost - d_cost) > tolerance:
+        if round(s_cost, 6) != round(d_cost, 6):
             problems.append(f"cost {d_cost:.6f} != source {s_cost:.6f}")
-        if abs(s_cred - d_cred) > tolerance:
+        if round(s_cred, 6) != round(d_cred, 6):
             problems.append(f"credits {d_cred:.6f} != source {s_cred:.6f}")
         checks.append(
             {
@@ -192,7 +227,7 @@ def _compare(
                 "pipeline_logging_id": context.run.pipeline_logging_id,
                 "org_slug": context.run.org_slug or "",
                 "step_id": context.step.step_id,
-                "check_name": "reconcile_source",
+                "check_name": check_name,
                 "target_table": target,
                 "usage_date": day,
                 "source_rows": s_rows,
@@ -201,8 +236,8 @@ def _compare(
                 "dest_cost": round(d_cost, 6),
                 "source_credits": round(s_cred, 6),
                 "dest_credits": round(d_cred, 6),
-                "passed": not problems,
-                "message": "; ".join(problems) if problems else "rows, cost and credits match the source",
+                "passed": passed,
+                "message": "rows, cost and credits match the source" if passed else "; ".join(problems),
                 "checked_at": now,
             }
         )
