@@ -56,10 +56,6 @@ def tree_hash() -> str:
 
 
 def git_state() -> str:
-    snapshot = REPO / "SNAPSHOT"
-    if not (REPO / ".git").exists() and snapshot.exists():
-        return snapshot.read_text().strip()
-
     def git(*args: str) -> str:
         done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False)
         return done.stdout.strip()

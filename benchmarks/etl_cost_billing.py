@@ -1,22 +1,25 @@
 """Benchmark B: the cost_billing pipeline against the same load written by hand in DuckDB.
 
 ``cd /work/main && .venv/bin/python -m benchmarks.etl_cost_billing`` (sizes 100k and 1M rows, a
-couple of minutes). For each size N:
+few minutes). For each size N:
 
 1. a fresh process writes N rows of demo billing export for ONE day into a DuckDB file
    (``seed_demo_billing``: generator + NDJSON load job, no late corrections, so exactly N rows);
 2. **pipeline**: the real service (``python -m src.app``, default settings: DuckDB memory_limit
-   2GB, 2 threads) on a copy of that file; bootstrap, onboard, ``POST`` a run of
-   ``gcp/cost/cost_billing`` for that day, poll until COMPLETED. Timed from the POST to the poll
-   that sees COMPLETED; the step's ``duration_ms`` from the run's step log is shown too. Peak RSS
-   is the service's ``VmHWM`` (before the run and after it);
-3. **raw**: a fresh process per attempt opens a copy of the file exactly as the backend does
-   (in-memory database + ATTACH under the project id, same memory_limit/threads, UTC) and runs the
-   hand-written DuckDB ``INSERT … SELECT`` of the same columns into an empty table with the
-   destination's schema (``configs/gcp/bq_etl/schema_template.json: billing_cost``). Two
-   filters are tried (``CAST(ts AS DATE) BETWEEN`` and a timestamp range); the fastest attempt is
-   the baseline. Peak RSS is that process's own ``VmHWM``.
+   2GB, 2 threads) on a fresh copy of that file; bootstrap, onboard, ``POST`` a run of
+   ``gcp/cost/cost_billing`` for that day and wait until it is done. Timed from the POST to
+   completion (seen in the service's log, see ``_wait_for_run``); the step's ``duration_ms`` from
+   the run's step log and the service's CPU-seconds are shown too. Peak RSS is the service's
+   ``VmHWM`` before the run (after bootstrap + onboarding) and after it;
+3. **raw**: a fresh process per attempt opens a fresh copy of the file exactly as the backend does
+   (in-memory database + ATTACH under the project id, same memory_limit/threads, UTC) and times
+   the hand-written DuckDB ``INSERT … SELECT`` of the same columns into an empty table with the
+   destination's schema (``configs/gcp/bq_etl/schema_template.json: billing_cost``). Two filters
+   are tried (``CAST(ts AS DATE) BETWEEN`` and a timestamp range); the one with the lower median
+   is the baseline. Peak RSS is that process's own ``VmHWM``.
 
+Steps 2 and 3 are repeated ``--repeats`` times, interleaved, and medians are compared (the machine
+may be shared; the CPU-seconds ratio is shown as a check that is less sensitive to that).
 Targets: pipeline time / raw time <= 1.25; peak RSS that does not grow with the row count.
 Internal worker modes (``--worker seed|raw``) are used by the script itself.
 """

@@ -14,7 +14,6 @@ import sqlglot
 from src.core.engine.duckdb_backend import DuckDBWarehouse
 from src.core.engine.loads import (
     measures_sql,
-    reconcile_sql,
     replace_merge_sql,
     replace_statements,
     window_condition,
@@ -56,9 +55,7 @@ def config_sql() -> list[tuple[str, str]]:
                             cost_column=rec.cost_column,
                             credits_column=rec.credits_column,
                         )
-                        found.append(
-                            (f"{p.path}:{step_id}:reconcile.{where}", reconcile_sql(rec.source_query, measured))
-                        )
+                        found.append((f"{p.path}:{step_id}:reconcile.{where}", measured))
                     columns = [f.name for f in schema_templates(CONFIGS)[cfg.destination.schema_template]]
                     found.append(
                         (

@@ -18,7 +18,6 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from src.app.dependencies.services import get_services
 from src.app.logging_setup import org_slug_var
 from src.core.errors import AuthenticationError, PermissionDeniedError
 from src.core.security.api_keys import hash_api_key, key_org
@@ -64,7 +63,7 @@ async def _org_identity(services: Services, presented: str) -> Identity:
 
 
 async def authenticate_request(request: Request) -> Identity:
-    services = get_services(request)
+    services: Services = request.app.state.services
     admin_key = request.headers.get("x-admin-key")
     api_key = request.headers.get("x-api-key")
     if admin_key:

@@ -27,7 +27,7 @@ async def ready(services: ServicesDep) -> Any:
     }
     try:
         await services.warehouse.ping()
-        missing = await missing_central_tables(services)
+        missing = await missing_central_tables(services, use_cache=False)
     except WarehouseError:
         return JSONResponse({**body, "status": "unavailable", "warehouse_reachable": False}, status_code=503)
     return {

@@ -82,24 +82,3 @@ def measures_sql(relation: str, *, date_column: str, cost_column: str, credits_c
         f"SELECT r.{d} AS usage_date, COUNT(*) AS row_count, SUM(r.{c}) AS cost, SUM(r.{k}) AS credits "
         f"FROM {relation} AS r {where} GROUP BY r.{d}"
     )
-
-
-def reconcile_sql(source_query: str, destination_query: str) -> str:
-    """Per day, the source's and the destination's (row_count, cost, credits) side by side, with
-    ``passed`` when rows are equal and cost and credits agree within ``@tolerance``. Both queries
-    return ``usage_date, row_count, cost, credits``."""
-    return f"""
-        SELECT
-          IFNULL(s.usage_date, d.usage_date) AS usage_date,
-          IFNULL(s.row_count, 0) AS source_rows,
-          IFNULL(d.row_count, 0) AS dest_rows,
-          IFNULL(s.cost, 0) AS source_cost,
-          IFNULL(d.cost, 0) AS dest_cost,
-          IFNULL(s.credits, 0) AS source_credits,
-          IFNULL(d.credits, 0) AS dest_credits,
-          (IFNULL(s.row_count, 0) = IFNULL(d.row_count, 0)
-           AND ABS(IFNULL(s.cost, 0) - IFNULL(d.cost, 0)) <= @tolerance
-           AND ABS(IFNULL(s.credits, 0) - IFNULL(d.credits, 0)) <= @tolerance) AS passed
-        FROM ({source_query.strip().rstrip(";")}) AS s
-        FULL OUTER JOIN ({destination_query.strip().rstrip(";")}) AS d ON s.usage_date = d.usage_date
-    """

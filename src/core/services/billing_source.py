@@ -20,6 +20,8 @@ from src.core.errors import (
 if TYPE_CHECKING:
     from src.core.services.container import Services
 
+from src.core.services.container import invalidate_org
+
 EXPORT_SCHEMA_FILE = Path("gcp/cost/billing_export_schema.json")
 
 
@@ -36,9 +38,7 @@ async def check_billing_table(services: Services, table: str, *, org_slug: str) 
     except ValidationFailedError as exc:
         raise ValidationFailedError(exc.message, code="invalid_billing_export_table") from None
     if await services.orgs.orgs_using_billing_table(str(ref), other_than=org_slug):
-        raise ConflictError(
-            f"{ref} is already the billing export of another organization", code="billing_table_in_use"
-        )
+        raise ConflictError(f"{ref} is already the billing export of another organization", code="billing_table_in_use")
     if not await services.warehouse.table_exists(ref):
         raise ValidationFailedError(f"billing export table {ref} does not exist", code="billing_table_not_found")
     repo = BillingExportRepository(services.warehouse)
@@ -64,4 +64,5 @@ async def check_billing_table(services: Services, table: str, *, org_slug: str) 
 async def set_billing_source(services: Services, org_slug: str, table: str | None) -> dict[str, str | None]:
     value = str(await check_billing_table(services, table, org_slug=org_slug)) if table else None
     await services.orgs.set_billing_export_table(org_slug, value)
+    invalidate_org(services, org_slug)
     return {"org_slug": org_slug, "billing_export_table": value}

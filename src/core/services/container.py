@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from src.app.config import Settings
 from src.core.engine.base import RetryPolicy, Warehouse
@@ -18,6 +18,7 @@ from src.core.pipeline.loader import PipelineStore
 from src.core.processors.registry import ProcessorRegistry
 from src.core.security.key_cache import KeyCache
 from src.core.security.kms import Encryptor, build_encryptor
+from src.core.services.cache import TtlCache
 from src.core.services.locks import KeyedLocks
 from src.core.services.plans import Plans
 
@@ -41,7 +42,9 @@ class Services:
     orgs: OrgRepository
     runs: RunRepository
     costs: CostRepository
+    org_cache: TtlCache[dict[str, Any]] = field(default_factory=lambda: TtlCache(0))
     locks: KeyedLocks = field(default_factory=KeyedLocks)
+    bootstrapped: bool = False  # all central tables seen to exist (see org_checks.missing_central_tables)
     executor: PipelineExecutor = field(init=False)
     run_service: RunService = field(init=False)
 
@@ -65,6 +68,7 @@ def build_services(settings: Settings) -> Services:
         plans=Plans(settings.configs_dir),
         kms=build_encryptor(settings),
         key_cache=KeyCache(settings.key_cache_ttl_seconds),
+        org_cache=TtlCache(settings.key_cache_ttl_seconds),
         registry=registry,
         store=store,
         orgs=OrgRepository(warehouse, catalog, retry=retry),
@@ -74,3 +78,9 @@ def build_services(settings: Settings) -> Services:
     services.executor = PipelineExecutor(registry=registry, services=services)
     services.run_service = RunService(services)
     return services
+
+
+def invalidate_org(services: Services, org_slug: str) -> None:
+    """Forget what this instance cached about an org (after a change to its profile or keys)."""
+    services.org_cache.invalidate(org_slug)
+    services.key_cache.invalidate_org(org_slug)

@@ -26,13 +26,19 @@ class CheckReport:
         return self.first_error is None
 
 
-async def missing_central_tables(services: Services) -> list[str]:
+async def missing_central_tables(services: Services, *, use_cache: bool = True) -> list[str]:
+    """Central tables that do not exist. Once all exist, that is remembered in-process (tables are
+    only dropped by an admin bootstrap with a force flag, which clears the memory)."""
+    if use_cache and services.bootstrapped:
+        return []
     wh = services.warehouse
     dataset = services.catalog.dataset.name
     if not await wh.dataset_exists(dataset):
         return list(services.catalog.tables)
     existing = set(await wh.list_tables(dataset))
-    return [t for t in services.catalog.tables if t not in existing]
+    missing = [t for t in services.catalog.tables if t not in existing]
+    services.bootstrapped = not missing
+    return missing
 
 
 async def check_onboarding(services: Services, variables: dict[str, Any]) -> CheckReport:

@@ -16,6 +16,10 @@ COST_PIPELINE = "gcp/cost/cost_billing"
 
 
 async def get_org(services: Services, org_slug: str) -> dict[str, Any]:
+    """The org's profile with its limits (cached in-process; changes made here invalidate it)."""
+    cached = services.org_cache.get(org_slug)
+    if cached is not None:
+        return dict(cached)
     row = await services.orgs.get(org_slug)
     if row is None:
         raise NotFoundError(f"organization {org_slug!r} not found", code="org_not_found")
@@ -25,7 +29,8 @@ async def get_org(services: Services, org_slug: str) -> dict[str, Any]:
         "monthly_run_limit": limits["monthly_limit"],
         "concurrent_run_limit": limits["concurrent_limit"],
     }
-    return row
+    services.org_cache.put(org_slug, row)
+    return dict(row)
 
 
 def cost_table(services: Services, org_slug: str) -> TableRef:

@@ -58,6 +58,7 @@ class SetupService:
     async def bootstrap(
         self, *, force_recreate_dataset: bool, force_recreate_tables: bool, sync: bool = False
     ) -> dict[str, Any]:
+        self._s.bootstrapped = False  # re-checked after this (force flags drop tables)
         return await self._run(
             BOOTSTRAP,
             org_slug=None,
@@ -75,7 +76,7 @@ class SetupService:
         wh = s.warehouse
         dataset = s.catalog.dataset.name
         dataset_exists = await wh.dataset_exists(dataset)
-        missing_tables = await missing_central_tables(s)
+        missing_tables = await missing_central_tables(s, use_cache=False)
         missing_columns: dict[str, list[str]] = {}
         for name, table in s.catalog.tables.items():
             if name in missing_tables:

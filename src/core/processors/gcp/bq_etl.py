@@ -19,8 +19,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from src.core.engine.base import Row, TypedParam
-from src.core.engine.loads import append_sql, measures_sql, merge_sql, reconcile_sql, window_condition
+from src.core.engine.base import Row
+from src.core.engine.loads import append_sql, measures_sql, merge_sql, window_condition
 from src.core.engine.schema import Schema, TableOptions, parse_schema, validate_options
 from src.core.engine.sql import TableRef, quote_column
 from src.core.errors import ConfigError, StepFailedError
@@ -112,10 +112,14 @@ class BqEtlProcessor:
         query = context.render_sql(step_config.source.query)
         params: dict[str, Any] = context.query_params()
         reconcile = step_config.reconcile
+        source_totals: list[Row] = []
         if reconcile is not None:
-            params["tolerance"] = TypedParam("FLOAT64", reconcile.tolerance)
-            # Before writing: the load's own output must already match the source.
-            await self._reconcile(context, reconcile, f"({query})", "reconcile_query_output", str(destination), params)
+            # The source's per-day totals, once; then, before writing, the load's own output must
+            # already match them (a lossy query fails here and the table is left untouched).
+            source_totals = await wh.query(
+                context.render_sql(reconcile.source_query), params, options=context.query_options
+            )
+            await self._check(context, reconcile, source_totals, f"({query})", "reconcile_query_output", destination)
 
         mode = dest_cfg.write_mode
         opts = context.query_options
@@ -124,7 +128,9 @@ class BqEtlProcessor:
         elif mode == "merge":
             loaded = await wh.execute(merge_sql(destination, columns, query, dest_cfg.merge_keys), params, options=opts)
         else:
-            where = window_condition(dest_cfg.partition_column) if mode == "overwrite_partition" else "TRUE"  # type: ignore[arg-type]
+            where = "TRUE"
+            if mode == "overwrite_partition" and dest_cfg.partition_column:
+                where = window_condition(dest_cfg.partition_column)
             loaded = await wh.replace_rows(
                 destination, columns, query, replace_where=where, params=params, options=opts
             )
@@ -132,8 +138,9 @@ class BqEtlProcessor:
         checks: list[dict[str, Any]] = []
         if reconcile is not None:
             # After writing: the destination must match the source, day by day.
-            checks = await self._reconcile(
-                context, reconcile, destination.sql, "reconcile_source", str(destination), params, window=dest_cfg
+            window = dest_cfg.partition_column if mode == "overwrite_partition" else None
+            checks = await self._check(
+                context, reconcile, source_totals, destination.sql, "reconcile_source", destination, window
             )
         return {
             "status": "COMPLETED",
@@ -146,19 +153,20 @@ class BqEtlProcessor:
         }
 
     @staticmethod
-    async def _reconcile(
+    async def _check(
         context: StepContext,
         reconcile: Reconcile,
+        source_totals: list[Row],
         relation: str,
         check_name: str,
-        target: str,
-        params: dict[str, Any],
-        window: Destination | None = None,
+        destination: TableRef,
+        window_column: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Compare ``relation``'s per-day measures with the source; record DQ rows; fail on mismatch."""
+        """Measure ``relation`` per day, compare with the source's totals, record DQ rows, fail on
+        any difference."""
         where = ""
-        if window is not None and window.write_mode == "overwrite_partition" and window.partition_column:
-            where = f"WHERE r.{quote_column(window.partition_column)} BETWEEN @start_date AND @end_date"
+        if window_column:
+            where = f"WHERE r.{quote_column(window_column)} BETWEEN @start_date AND @end_date"
         measured = measures_sql(
             relation,
             date_column=reconcile.date_column,
@@ -166,9 +174,8 @@ class BqEtlProcessor:
             credits_column=reconcile.credits_column,
             where=where,
         )
-        sql = reconcile_sql(context.render_sql(reconcile.source_query), measured)
-        rows = await context.services.warehouse.query(sql, params, options=context.query_options)
-        checks = _checks(rows, context, target, check_name)
+        rows = await context.services.warehouse.query(measured, context.query_params(), options=context.query_options)
+        checks = _checks(source_totals, rows, context, str(destination), check_name, reconcile.tolerance)
         await context.services.runs.insert_dq_results(checks)
         failed = [c for c in checks if not c["passed"]]
         if failed:
@@ -202,24 +209,26 @@ def _window_days(context: StepContext) -> list[date]:
     return [start + timedelta(days=i) for i in range((end - start).days + 1)]
 
 
-def _checks(rows: list[Row], context: StepContext, target: str, check_name: str) -> list[dict[str, Any]]:
-    """DQ result rows: one per day of the window (days without data on either side pass as 0 = 0)."""
-    by_day = {r["usage_date"]: r for r in rows}
-    days = sorted(set(_window_days(context)) | set(by_day))
+def _checks(
+    source: list[Row], measured: list[Row], context: StepContext, target: str, check_name: str, tolerance: float
+) -> list[dict[str, Any]]:
+    """DQ rows: one per day of the window (a day without data on either side passes as 0 = 0)."""
+    by_day_src = {r["usage_date"]: r for r in source}
+    by_day_dst = {r["usage_date"]: r for r in measured}
+    days = sorted(set(_window_days(context)) | set(by_day_src) | set(by_day_dst))
     now = datetime.now(UTC)
     checks = []
     for day in days:
-        r = by_day.get(day, {})
-        s_rows, d_rows = int(r.get("source_rows") or 0), int(r.get("dest_rows") or 0)
-        s_cost, d_cost = float(r.get("source_cost") or 0), float(r.get("dest_cost") or 0)
-        s_cred, d_cred = float(r.get("source_credits") or 0), float(r.get("dest_credits") or 0)
-        passed = bool(r.get("passed", True))
+        src, dst = by_day_src.get(day, {}), by_day_dst.get(day, {})
+        s_rows, d_rows = int(src.get("row_count") or 0), int(dst.get("row_count") or 0)
+        s_cost, d_cost = float(src.get("cost") or 0), float(dst.get("cost") or 0)
+        s_cred, d_cred = float(src.get("credits") or 0), float(dst.get("credits") or 0)
         problems = []
         if s_rows != d_rows:
             problems.append(f"rows {d_rows} != source {s_rows}")
-        if round(s_cost, 6) != round(d_cost, 6):
+        if abs(s_cost - d_cost) > tolerance:
             problems.append(f"cost {d_cost:.6f} != source {s_cost:.6f}")
-        if round(s_cred, 6) != round(d_cred, 6):
+        if abs(s_cred - d_cred) > tolerance:
             problems.append(f"credits {d_cred:.6f} != source {s_cred:.6f}")
         checks.append(
             {
@@ -236,8 +245,8 @@ def _checks(rows: list[Row], context: StepContext, target: str, check_name: str)
                 "dest_cost": round(d_cost, 6),
                 "source_credits": round(s_cred, 6),
                 "dest_credits": round(d_cred, 6),
-                "passed": passed,
-                "message": "rows, cost and credits match the source" if passed else "; ".join(problems),
+                "passed": not problems,
+                "message": "; ".join(problems) if problems else "rows, cost and credits match the source",
                 "checked_at": now,
             }
         )
