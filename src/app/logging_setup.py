@@ -18,6 +18,8 @@ request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 org_slug_var: ContextVar[str | None] = ContextVar("org_slug", default=None)
 
 _KEY_RE = re.compile(r"[a-z0-9_]{3,50}_api_[A-Za-z0-9]{16}")
+# Attributes every LogRecord has; anything else on a record came from ``extra=`` and is scrubbed.
+_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "request_id", "org_slug"}
 
 
 class ContextAndRedaction(logging.Filter):
@@ -26,9 +28,11 @@ class ContextAndRedaction(logging.Filter):
         self._secrets = [s for s in secrets if s]
 
     def _scrub(self, text: str) -> str:
-        text = _KEY_RE.sub("[REDACTED_API_KEY]", text)
+        if "_api_" in text:
+            text = _KEY_RE.sub("[REDACTED_API_KEY]", text)
         for secret in self._secrets:
-            text = text.replace(secret, "[REDACTED]")
+            if secret in text:
+                text = text.replace(secret, "[REDACTED]")
         return text
 
     def _scrub_value(self, value: Any) -> Any:
@@ -48,7 +52,7 @@ class ContextAndRedaction(logging.Filter):
             record.args = None
         record.msg = self._scrub(str(record.msg))
         for key, value in list(record.__dict__.items()):
-            if key not in {"msg", "name", "levelname", "pathname", "filename", "module", "args", "exc_info"}:
+            if key not in _STANDARD:
                 record.__dict__[key] = self._scrub_value(value)
         if record.exc_info and record.exc_info[1] is not None:
             record.exc_text = self._scrub(logging.Formatter().formatException(record.exc_info))

@@ -85,11 +85,6 @@ async def require_admin(identity: Annotated[Identity, Depends(authenticate_reque
     return identity
 
 
-async def require_caller(identity: Annotated[Identity, Depends(authenticate_request)]) -> Identity:
-    """Admin or any org key (routes scoped to the caller's own data)."""
-    return identity
-
-
 def authorize_org(identity: Identity, org_slug: str) -> str:
     """The path's org, if the caller may act on it: the admin, or that org's own key."""
     if identity.is_admin:
@@ -101,4 +96,4 @@ def authorize_org(identity: Identity, org_slug: str) -> str:
 
 
 AdminDep = Annotated[Identity, Depends(require_admin)]
-CallerDep = Annotated[Identity, Depends(require_caller)]
+CallerDep = Annotated[Identity, Depends(authenticate_request)]  # admin or any org key
