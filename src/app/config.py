@@ -76,12 +76,31 @@ class Settings(BaseSettings):
     public_base_url: str = Field("http://127.0.0.1:8000", description="Used in links sent to users.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
-    @field_validator("admin_api_key", mode="before")
+    # --- notifications ---
+    smtp_host: str | None = Field(None, description="SMTP server; unset = email notification steps are SKIPPED.")
+    smtp_port: int = Field(587, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_use_tls: bool = Field(False, description="Implicit TLS from the first byte (SMTPS, usually port 465).")
+    smtp_starttls: bool = Field(True, description="Upgrade the connection with STARTTLS (ignored with SMTP_USE_TLS).")
+    smtp_from: str = Field("convergence@localhost", min_length=3, max_length=254, pattern=r"^[^@\s<>]+@[^@\s<>]+$")
+    smtp_timeout_seconds: float = Field(15.0, gt=0, le=300, description="Per SMTP attempt.")
+    webhook_timeout_seconds: float = Field(10.0, gt=0, le=300, description="Per Slack webhook attempt.")
+
+    @field_validator("admin_api_key", "smtp_password", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("kms_key_name", "bigquery_api_endpoint", "kms_api_endpoint", "demo_billing_table", mode="before")
+    @field_validator(
+        "kms_key_name",
+        "bigquery_api_endpoint",
+        "kms_api_endpoint",
+        "demo_billing_table",
+        "smtp_host",
+        "smtp_username",
+        mode="before",
+    )
     @classmethod
     def _blank_str_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

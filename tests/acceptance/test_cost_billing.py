@@ -315,10 +315,14 @@ def test_reconciliation_failure_rolls_back_and_fails_the_run(backend: Backend, t
         key = api.onboard(slug)
         run = api.run_and_wait(slug, key, {"date": DEMO_END.isoformat()})
         assert run["status"] == "FAILED"
-        assert "reconciliation failed before writing" in run["error_message"]
         assert run["failed_step"] == "load_billing_costs"
         (check,) = run["dq_results"]
-        assert check["check_name"] == "reconcile_query_output"
+        if backend.name == "duckdb":  # checks before commit: the write is rolled back
+            assert "reconciliation failed before commit (the write was rolled back)" in run["error_message"]
+            assert check["check_name"] == "reconcile_source"
+        else:  # checks the load's output before writing anything
+            assert "reconciliation failed before writing (nothing was written)" in run["error_message"]
+            assert check["check_name"] == "reconcile_query_output"
         assert check["passed"] is False
         assert check["dest_rows"] < check["source_rows"] == EXPECTED[DEMO_END.isoformat()]["rows"]
         assert "rows" in check["message"]

@@ -46,6 +46,18 @@ class Capabilities:
     dataset_labels: bool
     # One process owns the data: runs left RUNNING when it starts can only be orphans.
     single_process: bool
+    # replace_rows can check the written rows before they commit (and roll back): no pre-check needed.
+    checks_before_commit: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ReplaceResult:
+    inserted: int
+    check_rows: list[Row] = field(default_factory=list)
+    committed: bool = True
+
+
+RowsCheck = Callable[[list[Row]], bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,11 +105,17 @@ class Warehouse(ABC):
         replace_where: str,
         params: Params | None = None,
         options: QueryOptions | None = None,
-    ) -> int:
+        check_sql: str | None = None,
+        check: RowsCheck | None = None,
+    ) -> ReplaceResult:
         """Atomically delete the destination rows matching ``replace_where`` (a condition on the
-        destination's columns, e.g. ``usage_date BETWEEN @start_date AND @end_date``) and insert the
-        rows of ``source_query`` that match it too. Readers see the old rows or the new ones,
-        never neither. Returns the rows inserted."""
+        destination's columns with ``{t}.`` before them, e.g. ``{t}.usage_date BETWEEN @start_date
+        AND @end_date``) and insert the rows of ``source_query`` that match it too. Readers see the
+        old rows or the new ones, never neither.
+
+        ``check_sql`` runs after the write and its rows are returned; where
+        ``capabilities.checks_before_commit``, it runs before the commit and a False ``check(rows)``
+        rolls the write back (``committed=False``)."""
 
     @abstractmethod
     async def check_query(self, sql: str, params: Params | None = None) -> None:

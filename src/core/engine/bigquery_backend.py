@@ -36,7 +36,9 @@ from src.core.engine.base import (
     Capabilities,
     Params,
     QueryOptions,
+    ReplaceResult,
     Row,
+    RowsCheck,
     TableOptions,
     TypedParam,
     Warehouse,
@@ -63,6 +65,7 @@ CAPABILITIES = Capabilities(
     merge=True,
     dataset_labels=True,
     single_process=False,
+    checks_before_commit=False,
 )
 
 _TRANSIENT_REASONS = {"rateLimitExceeded", "backendError", "internalError", "jobRateLimitExceeded"}
@@ -304,9 +307,13 @@ class BigQueryWarehouse(Warehouse):
         replace_where: str,
         params: Params | None = None,
         options: QueryOptions | None = None,
-    ) -> int:
+        check_sql: str | None = None,
+        check: RowsCheck | None = None,
+    ) -> ReplaceResult:
         """One MERGE statement (BigQuery's atomic partition overwrite): no rows match ``ON FALSE``,
-        so the target rows in the window are deleted and every source row is inserted."""
+        so the target rows in the window are deleted and every source row is inserted. The check
+        runs after the commit (a script cannot bind parameters on every BigQuery-compatible
+        endpoint, so there is no in-transaction check here: callers pre-check instead)."""
         sql = replace_merge_sql(destination, columns, source_query, replace_where)
         config = self._job_config(sql, params, options)
 
@@ -318,7 +325,9 @@ class BigQueryWarehouse(Warehouse):
                 return int(stats.inserted_row_count)
             return int(job.num_dml_affected_rows or 0)
 
-        return await self._call(run)
+        inserted = await self._call(run)
+        rows = await self.query(check_sql, params, options=options) if check_sql else []
+        return ReplaceResult(inserted, rows)
 
     # --- catalog -----------------------------------------------------------------------------
     def _dataset_id(self, dataset: str) -> str:

@@ -26,7 +26,9 @@ from src.core.engine.base import (
     Capabilities,
     Params,
     QueryOptions,
+    ReplaceResult,
     Row,
+    RowsCheck,
     TableOptions,
     TypedParam,
     Warehouse,
@@ -59,6 +61,7 @@ CAPABILITIES = Capabilities(
     merge=True,
     dataset_labels=False,
     single_process=True,
+    checks_before_commit=True,
 )
 
 _LINE_RE = re.compile(r"\n\s*LINE \d+:.*", re.DOTALL)
@@ -216,14 +219,20 @@ class DuckDBWarehouse(Warehouse):
         replace_where: str,
         params: Params | None = None,
         options: QueryOptions | None = None,
-    ) -> int:
+        check_sql: str | None = None,
+        check: RowsCheck | None = None,
+    ) -> ReplaceResult:
         delete, insert = replace_statements(destination, columns, source_query, replace_where)
 
-        def replace(cursor: duckdb.DuckDBPyConnection) -> int:
+        def replace(cursor: duckdb.DuckDBPyConnection) -> ReplaceResult:
             cursor.execute("BEGIN TRANSACTION")
             try:
                 _run(cursor, delete, params)
                 _, inserted = _run(cursor, insert, params)
+                rows = _run(cursor, check_sql, params)[0] if check_sql else []
+                if check is not None and not check(rows):
+                    cursor.execute("ROLLBACK")
+                    return ReplaceResult(inserted, rows, committed=False)
                 cursor.execute("COMMIT")
             except BaseException:
                 try:
@@ -231,7 +240,7 @@ class DuckDBWarehouse(Warehouse):
                 except duckdb.Error:
                     pass  # the failed statement already ended the transaction
                 raise
-            return inserted
+            return ReplaceResult(inserted, rows)
 
         return await self._with_cursor(replace)
 

@@ -2,10 +2,11 @@
 
 The destination is created from a schema template (``configs/gcp/bq_etl/schema_template.json``)
 with the step's ``table_config`` (partitioning, clustering, labels); columns added to the template
-later are added to existing tables. With ``reconcile``, the load is checked twice per day (rows,
-SUM(cost), SUM(credits)) against the source: its query's output before anything is written (a
-lossy query fails the step and leaves the table untouched), and the destination after the write
-(which is atomic: see ``engine.loads``). Check results go to ``org_meta_dq_results`` either way.
+later are added to existing tables. With ``reconcile``, the destination is checked per day (rows,
+SUM(cost), SUM(credits)) against the source's totals. A mismatch never becomes visible: where the
+backend can check before the commit (DuckDB), a failed check rolls the write back; elsewhere
+(BigQuery) the load's own output is checked before anything is written, and the destination again
+right after the atomic write. Check results go to ``org_meta_dq_results`` either way.
 """
 
 from __future__ import annotations
@@ -111,36 +112,57 @@ class BqEtlProcessor:
         await self._ensure_table(context, destination, schema, options)
         query = context.render_sql(step_config.source.query)
         params: dict[str, Any] = context.query_params()
+        opts = context.query_options
         reconcile = step_config.reconcile
+        mode = dest_cfg.write_mode
+        replacing = mode in ("overwrite", "overwrite_partition")
         source_totals: list[Row] = []
         if reconcile is not None:
-            # The source's per-day totals, once; then, before writing, the load's own output must
-            # already match them (a lossy query fails here and the table is left untouched).
-            source_totals = await wh.query(
-                context.render_sql(reconcile.source_query), params, options=context.query_options
-            )
-            await self._check(context, reconcile, source_totals, f"({query})", "reconcile_query_output", destination)
+            source_totals = await wh.query(context.render_sql(reconcile.source_query), params, options=opts)
+            if not (replacing and wh.capabilities.checks_before_commit):
+                # No check before commit here: the load's own output must match the source before
+                # anything is written (a lossy query fails and leaves the table untouched).
+                output = await self._measure(context, reconcile, f"({query})")
+                await self._record(context, reconcile, source_totals, output, "reconcile_query_output", destination)
 
-        mode = dest_cfg.write_mode
-        opts = context.query_options
+        window = dest_cfg.partition_column if mode == "overwrite_partition" else None
+        committed = True
+        dest_rows: list[Row] = []
         if mode == "append":
             loaded = await wh.execute(append_sql(destination, columns, query), params, options=opts)
         elif mode == "merge":
             loaded = await wh.execute(merge_sql(destination, columns, query, dest_cfg.merge_keys), params, options=opts)
         else:
-            where = "TRUE"
-            if mode == "overwrite_partition" and dest_cfg.partition_column:
-                where = window_condition(dest_cfg.partition_column)
-            loaded = await wh.replace_rows(
-                destination, columns, query, replace_where=where, params=params, options=opts
+            where = window_condition(window) if window else "TRUE"
+            check_sql = self._measure_sql(reconcile, destination.sql, window) if reconcile else None
+            result = await wh.replace_rows(
+                destination,
+                columns,
+                query,
+                replace_where=where,
+                params=params,
+                options=opts,
+                check_sql=check_sql,
+                check=(
+                    (
+                        lambda rows: all(
+                            c["passed"] for c in _checks(source_totals, rows, context, "", "", reconcile.tolerance)
+                        )
+                    )
+                    if reconcile
+                    else None
+                ),
             )
+            loaded, committed, dest_rows = result.inserted, result.committed, result.check_rows
 
         checks: list[dict[str, Any]] = []
         if reconcile is not None:
-            # After writing: the destination must match the source, day by day.
-            window = dest_cfg.partition_column if mode == "overwrite_partition" else None
-            checks = await self._check(
-                context, reconcile, source_totals, destination.sql, "reconcile_source", destination, window
+            # The destination must match the source, day by day (checked before the commit where
+            # the backend can, else right after the write).
+            if not replacing:
+                dest_rows = await self._measure(context, reconcile, destination.sql, window)
+            checks = await self._record(
+                context, reconcile, source_totals, dest_rows, "reconcile_source", destination, committed=committed
             )
         return {
             "status": "COMPLETED",
@@ -153,35 +175,46 @@ class BqEtlProcessor:
         }
 
     @staticmethod
-    async def _check(
-        context: StepContext,
-        reconcile: Reconcile,
-        source_totals: list[Row],
-        relation: str,
-        check_name: str,
-        destination: TableRef,
-        window_column: str | None = None,
-    ) -> list[dict[str, Any]]:
-        """Measure ``relation`` per day, compare with the source's totals, record DQ rows, fail on
-        any difference."""
+    def _measure_sql(reconcile: Reconcile, relation: str, window_column: str | None = None) -> str:
         where = ""
         if window_column:
             where = f"WHERE r.{quote_column(window_column)} BETWEEN @start_date AND @end_date"
-        measured = measures_sql(
+        return measures_sql(
             relation,
             date_column=reconcile.date_column,
             cost_column=reconcile.cost_column,
             credits_column=reconcile.credits_column,
             where=where,
         )
-        rows = await context.services.warehouse.query(measured, context.query_params(), options=context.query_options)
-        checks = _checks(source_totals, rows, context, str(destination), check_name, reconcile.tolerance)
+
+    async def _measure(
+        self, context: StepContext, reconcile: Reconcile, relation: str, window_column: str | None = None
+    ) -> list[Row]:
+        sql = self._measure_sql(reconcile, relation, window_column)
+        return await context.services.warehouse.query(sql, context.query_params(), options=context.query_options)
+
+    @staticmethod
+    async def _record(
+        context: StepContext,
+        reconcile: Reconcile,
+        source_totals: list[Row],
+        measured: list[Row],
+        check_name: str,
+        destination: TableRef,
+        *,
+        committed: bool = True,
+    ) -> list[dict[str, Any]]:
+        """Compare per-day measures with the source's totals, record DQ rows, fail on any difference."""
+        checks = _checks(source_totals, measured, context, str(destination), check_name, reconcile.tolerance)
         await context.services.runs.insert_dq_results(checks)
         failed = [c for c in checks if not c["passed"]]
         if failed:
-            stage = (
-                "before writing (nothing was written)" if check_name == "reconcile_query_output" else "after writing"
-            )
+            if check_name == "reconcile_query_output":
+                stage = "before writing (nothing was written)"
+            elif not committed:
+                stage = "before commit (the write was rolled back)"
+            else:
+                stage = "after writing"
             raise StepFailedError(
                 f"reconciliation failed {stage} for {len(failed)} day(s): "
                 + "; ".join(f"{c['usage_date']}: {c['message']}" for c in failed[:5]),
