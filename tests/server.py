@@ -42,6 +42,10 @@ class ServerProcess:
             "STEP_RETRY_BACKOFF_SECONDS": "0.05",
             "WAREHOUSE_RETRY_BASE_SECONDS": "0.05",
             "LOG_LEVEL": "INFO",
+            # Abuse limits off by default: many tests fail authentication on purpose from 127.0.0.1.
+            "AUTH_FAILURE_LIMIT": "0",
+            "ADMIN_RATE_LIMIT": "0",
+            "KEY_TOUCH_INTERVAL_SECONDS": "0",
             **(env or {}),
         }
         self.log_path = data_dir / f"server-{self.port}.log"

@@ -40,11 +40,26 @@ class Settings(BaseSettings):
     admin_api_key: SecretStr | None = Field(None, description="X-Admin-Key value; required in production.")
     disable_auth: bool = Field(False, description="Development only: skip key checks.")
     key_cache_ttl_seconds: float = Field(30.0, ge=0, le=60, description="Verified org keys are cached this long.")
+    max_key_grace_seconds: int = Field(7 * 86_400, ge=0, description="Longest grace period of a key rotation.")
+    key_touch_interval_seconds: float = Field(300.0, ge=0, description="last_used_at is written at most this often.")
+    auth_failure_limit: int = Field(20, ge=0, description="Failed authentications per client per window (0 = off).")
+    auth_failure_window_seconds: float = Field(60.0, gt=0)
+    admin_rate_limit: int = Field(300, ge=0, description="Admin requests per client per minute (0 = off).")
+    quota_retry_after_seconds: int = Field(30, ge=1, description="Retry-After when the concurrent limit is reached.")
 
     # --- KMS ---
-    kms_key_name: str | None = Field(None, description="Cloud KMS crypto key; unset = local AES-GCM key file.")
+    kms_key_name: str | None = Field(
+        None,
+        pattern=r"^projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+$",
+        description="Cloud KMS crypto key; unset = local AES-GCM key file.",
+    )
     kms_api_endpoint: str | None = Field(None, description="Point the Cloud KMS client elsewhere (tests).")
     local_kms_key_path: Path = Field(REPO_ROOT / "data" / "local_kms.key")
+    service_account_email: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9._\-]+@[a-z0-9.\-]+\.gserviceaccount\.com$",
+        description="The service's own service account, named in the grant a customer makes on its billing export.",
+    )
 
     # --- warehouse ---
     warehouse: Literal["duckdb", "bigquery"] = "duckdb"
@@ -96,6 +111,7 @@ class Settings(BaseSettings):
         "kms_key_name",
         "bigquery_api_endpoint",
         "kms_api_endpoint",
+        "service_account_email",
         "demo_billing_table",
         "smtp_host",
         "smtp_username",

@@ -18,6 +18,7 @@ request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 org_slug_var: ContextVar[str | None] = ContextVar("org_slug", default=None)
 
 _KEY_RE = re.compile(r"[a-z0-9_]{3,50}_api_[A-Za-z0-9]{16}")
+_SLACK_HOOK_RE = re.compile(r"hooks\.slack\.com/[^\s\"'<>]+")
 # Attributes every LogRecord has; anything else on a record came from ``extra=`` and is scrubbed.
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "request_id", "org_slug"}
 
@@ -30,6 +31,8 @@ class ContextAndRedaction(logging.Filter):
     def _scrub(self, text: str) -> str:
         if "_api_" in text:
             text = _KEY_RE.sub("[REDACTED_API_KEY]", text)
+        if "hooks.slack.com/" in text:
+            text = _SLACK_HOOK_RE.sub("hooks.slack.com/[REDACTED_WEBHOOK]", text)
         for secret in self._secrets:
             if secret in text:
                 text = text.replace(secret, "[REDACTED]")
@@ -87,3 +90,5 @@ def configure_logging(level: str, *, secrets: list[str]) -> None:
         logger.handlers[:] = []
         logger.propagate = True
     logging.getLogger("uvicorn.access").disabled = True  # the request middleware logs requests
+    for name in ("httpx", "httpcore"):  # their INFO lines carry request URLs (webhook URLs are secrets)
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -19,7 +19,7 @@ from src.app.config import Settings
 from src.app.dependencies.auth import authenticate_request
 from src.app.logging_setup import configure_logging
 from src.app.middleware import RequestContextMiddleware
-from src.app.routers import admin, health, organizations, pipelines
+from src.app.routers import admin, admin_orgs, health, keys, notifications, organizations, pipelines
 from src.core.errors import WarehouseError, WarehouseNotFoundError
 
 log = logging.getLogger("convergence")
@@ -77,6 +77,7 @@ def load_settings() -> Settings:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     secrets = [settings.admin_api_key.get_secret_value()] if settings.admin_api_key else []
+    secrets += [settings.smtp_password.get_secret_value()] if settings.smtp_password else []
     configure_logging(settings.log_level, secrets=secrets)
     reasons = settings.unsafe_reasons()
     if reasons:
@@ -91,6 +92,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     exception_handlers.install(app)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_request_body_bytes)
-    for module in (health, admin, organizations, pipelines):
+    for module in (health, admin, admin_orgs, organizations, keys, notifications, pipelines):
         app.include_router(module.router)
     return app

@@ -44,6 +44,8 @@ class Fake:
         self.log.events.append(f"end:{sid}")
         if cfg.get("return_failed"):
             return {"status": "FAILED", "error": "processor said no"}
+        if cfg.get("return_skipped"):
+            return {"status": "SKIPPED", "reason": cfg["return_skipped"]}
         return {"status": "COMPLETED", "rows_processed": cfg.get("rows", 0), "seen": sorted(ctx.step_results)}
 
 
@@ -231,3 +233,112 @@ def test_registry_refuses_anything_outside_the_processors_package(bad: str) -> N
 
     with pytest.raises(UnknownProcessorError):
         ProcessorRegistry().get(bad)
+
+
+# --- triggers against the outcome so far, processor skips, cancel ---------------------------------
+
+
+def test_success_runs_on_success_and_on_completion_steps_only() -> None:
+    executor, _, _ = make()
+    p = pipeline(
+        {"step_id": "load"},
+        {"step_id": "notify_fail", "trigger": "on_failure", "ps_type": "test.notify"},
+        {"step_id": "notify_ok", "trigger": "on_success", "ps_type": "test.notify"},
+        {"step_id": "done", "trigger": "on_completion"},
+        {"step_id": "always", "trigger": "always"},
+    )
+    result = asyncio.run(run(executor, p))
+    assert result.status == "COMPLETED"
+    assert statuses(result) == {
+        "load": "COMPLETED",
+        "notify_fail": "SKIPPED",
+        "notify_ok": "COMPLETED",
+        "done": "COMPLETED",
+        "always": "COMPLETED",
+    }
+    assert result.state.steps["notify_fail"].error == "skipped: no earlier step failed"
+
+
+def test_a_failure_that_continues_does_not_trigger_on_failure_steps() -> None:
+    executor, _, _ = make()
+    p = pipeline(
+        {"step_id": "optional", "on_failure": "continue", "config": {"fail": True}},
+        {"step_id": "notify_fail", "trigger": "on_failure", "ps_type": "test.notify"},
+        {"step_id": "notify_ok", "trigger": "on_success", "ps_type": "test.notify"},
+    )
+    result = asyncio.run(run(executor, p))
+    assert result.status == "COMPLETED"
+    assert statuses(result) == {"optional": "FAILED", "notify_fail": "SKIPPED", "notify_ok": "COMPLETED"}
+
+
+def test_on_failure_step_sees_the_failure_in_its_context() -> None:
+    seen: dict[str, Any] = {}
+
+    class Probe:
+        async def execute(self, cfg: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+            failed = next(s for s in ctx.state.steps.values() if s.counts_as_failure)
+            seen.update(failed=failed.step_id, error=failed.error, rows=ctx.state.rows_processed)
+            return {"status": "COMPLETED"}
+
+    executor, _, _ = make()
+    executor._registry._cache["test.probe"] = Processor("test.probe", Probe(), None, "continue")
+    p = pipeline(
+        {"step_id": "first", "config": {"rows": 5}},
+        {"step_id": "load", "config": {"return_failed": True}},
+        {"step_id": "notify", "trigger": "on_failure", "ps_type": "test.probe"},
+    )
+    result = asyncio.run(run(executor, p))
+    assert result.status == "FAILED"
+    assert seen == {"failed": "load", "error": "processor said no", "rows": 5}
+
+
+def test_processor_skip_is_recorded_with_its_reason_and_is_not_a_failure() -> None:
+    executor, _, _ = make()
+    p = pipeline(
+        {"step_id": "load", "config": {"rows": 2}},
+        {"step_id": "email", "ps_type": "test.notify", "config": {"return_skipped": "SMTP is not configured"}},
+        {"step_id": "after"},
+    )
+    result = asyncio.run(run(executor, p))
+    assert result.status == "COMPLETED"
+    assert statuses(result) == {"load": "COMPLETED", "email": "SKIPPED", "after": "COMPLETED"}
+    email = result.state.steps["email"]
+    assert email.error == "SMTP is not configured"
+    assert email.counts_as_failure is False
+    assert email.result == {"status": "SKIPPED", "reason": "SMTP is not configured"}
+
+
+class Capture(NullRecorder):
+    def __init__(self) -> None:
+        self.final: Any = None
+
+    async def run_finished(self, run: RunInfo, state: Any) -> None:
+        self.final = state
+
+
+def test_cancel_still_runs_always_steps() -> None:
+    executor, _, log = make()
+    p = pipeline(
+        {"step_id": "slow", "config": {"sleep": 5}},
+        {"step_id": "done", "trigger": "on_completion"},
+        {"step_id": "cleanup", "trigger": "always"},
+    )
+    recorder = Capture()
+
+    async def cancel_midway() -> None:
+        info = RunInfo("id", "p", p.path, "acme", "api", record=False)
+        task = asyncio.create_task(executor.run(p, info, {}, recorder))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cancel_midway())
+    state = recorder.final
+    assert state.status == "CANCELLED"
+    assert {k: v.status for k, v in state.steps.items()} == {
+        "slow": "CANCELLED",
+        "done": "SKIPPED",
+        "cleanup": "COMPLETED",
+    }
+    assert "end:cleanup" in log.events

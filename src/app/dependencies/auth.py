@@ -4,14 +4,17 @@
 * ``X-API-Key``: ``{org_slug}_api_{16 chars}``; found by SHA-256 hash, through an in-process
   cache, so a warm request does not touch the warehouse. The organization comes from the key.
 
-Refusals: no or wrong key -> 401; an org key on an admin route, another org's path, or a
-suspended org -> 403.
+Refusals: no, wrong or expired key -> 401; an org key on an admin route, another org's path, or a
+suspended org -> 403; a client that keeps failing to authenticate, or calls admin routes too
+often -> 429 (per-instance limits, see ``src/core/security/rate_limit.py``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated
@@ -19,7 +22,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from src.app.logging_setup import org_slug_var
-from src.core.errors import AuthenticationError, PermissionDeniedError
+from src.core.errors import AuthenticationError, PermissionDeniedError, ServiceError, TooManyRequestsError
 from src.core.security.api_keys import hash_api_key, key_org
 from src.core.security.key_cache import KeyIdentity
 from src.core.services.container import Services
@@ -35,11 +38,35 @@ class Identity:
 
 
 ADMIN = Identity(is_admin=True)
+_touched: dict[str, float] = {}
+_background: set[asyncio.Task[None]] = set()
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
 
 
 def _admin_key_matches(services: Services, presented: str) -> bool:
     expected = services.settings.admin_key_bytes
     return expected is not None and hmac.compare_digest(presented.encode(), expected)
+
+
+def _touch_later(services: Services, identity: KeyIdentity) -> None:
+    """Record last use at most every KEY_TOUCH_INTERVAL_SECONDS per key, off the request path."""
+    now = time.monotonic()
+    if now - _touched.get(identity.key_id, -1e9) < services.settings.key_touch_interval_seconds:
+        return
+    _touched[identity.key_id] = now
+
+    async def touch() -> None:
+        try:
+            await services.keys.touch(identity.org_slug, identity.key_id)
+        except ServiceError as exc:
+            log.warning("could not record key use", extra={"error": exc.message})
+
+    task = asyncio.create_task(touch())
+    _background.add(task)
+    task.add_done_callback(_background.discard)
 
 
 async def _org_identity(services: Services, presented: str) -> Identity:
@@ -48,22 +75,40 @@ async def _org_identity(services: Services, presented: str) -> Identity:
     key_hash = hash_api_key(presented)
     hit, cached = services.key_cache.get(key_hash)
     if not hit:
-        row = await services.orgs.find_key(key_hash)
+        row = await services.keys.find(key_hash)
         cached = KeyIdentity(row["org_slug"], row["key_id"], row["expires_at"], row["org_status"]) if row else None
         services.key_cache.put(key_hash, cached)
     if cached is None:
         raise AuthenticationError("invalid API key", code="invalid_api_key")
     if cached.expires_at is not None and cached.expires_at <= datetime.now(UTC):
-        raise AuthenticationError("API key expired", code="api_key_expired")
+        raise AuthenticationError("API key expired; use the key that replaced it", code="api_key_expired")
+    org_slug_var.set(cached.org_slug)
     if cached.org_status != "ACTIVE":
         raise PermissionDeniedError(
             f"organization {cached.org_slug!r} is suspended; contact your platform admin", code="org_suspended"
         )
+    _touch_later(services, cached)
     return Identity(is_admin=False, org_slug=cached.org_slug, key_id=cached.key_id)
 
 
 async def authenticate_request(request: Request) -> Identity:
     services: Services = request.app.state.services
+    client = _client(request)
+    wait = services.auth_failures.retry_after(client)
+    if wait is not None:
+        raise TooManyRequestsError(
+            "too many failed authentication attempts from this client; slow down",
+            code="too_many_auth_failures",
+            headers={"Retry-After": str(wait)},
+        )
+    try:
+        return await _identify(services, request)
+    except AuthenticationError:
+        services.auth_failures.hit(client)
+        raise
+
+
+async def _identify(services: Services, request: Request) -> Identity:
     admin_key = request.headers.get("x-admin-key")
     api_key = request.headers.get("x-api-key")
     if admin_key:
@@ -71,17 +116,23 @@ async def authenticate_request(request: Request) -> Identity:
             return ADMIN
         raise AuthenticationError("invalid admin key", code="invalid_admin_key")
     if api_key:
-        identity = await _org_identity(services, api_key)
-        org_slug_var.set(identity.org_slug)
-        return identity
+        return await _org_identity(services, api_key)
     if services.settings.disable_auth:
         return ADMIN
     raise AuthenticationError("missing X-API-Key or X-Admin-Key header", code="missing_credentials")
 
 
-async def require_admin(identity: Annotated[Identity, Depends(authenticate_request)]) -> Identity:
+async def require_admin(request: Request, identity: Annotated[Identity, Depends(authenticate_request)]) -> Identity:
     if not identity.is_admin:
         raise PermissionDeniedError("this route needs the admin key (X-Admin-Key)", code="admin_required")
+    services: Services = request.app.state.services
+    client = _client(request)
+    wait = services.admin_calls.retry_after(client)
+    if wait is not None:
+        raise TooManyRequestsError(
+            "admin rate limit reached for this client", code="admin_rate_limited", headers={"Retry-After": str(wait)}
+        )
+    services.admin_calls.hit(client)
     return identity
 
 

@@ -48,6 +48,9 @@ class Capabilities:
     single_process: bool
     # replace_rows can check the written rows before they commit (and roll back): no pre-check needed.
     checks_before_commit: bool
+    # Tenant queries can run as an org's own service account (``with_credentials``), which is given
+    # write access to the org's dataset (``set_dataset_writer``). Without it: no principals to switch.
+    org_credentials: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +166,16 @@ class Warehouse(ABC):
     @abstractmethod
     async def table_options(self, ref: TableRef) -> TableOptions:
         """Partitioning and clustering as the backend reports them (empty where it has none)."""
+
+    # --- per-org principals (only where ``capabilities.org_credentials``) ---------------------
+    def with_credentials(self, service_account_info: Mapping[str, Any]) -> Warehouse:
+        """This warehouse acting as the given service account (a key file's fields); not started:
+        the caller starts and closes it."""
+        raise NotImplementedError(f"{self.capabilities.name} has no per-org credentials")
+
+    async def set_dataset_writer(self, dataset: str, member_email: str, *, granted: bool) -> bool:
+        """Grant (or take back) write access on a dataset to a service account; True if changed."""
+        raise NotImplementedError(f"{self.capabilities.name} has no dataset access control")
 
 
 @dataclass(frozen=True, slots=True)

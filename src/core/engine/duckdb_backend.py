@@ -62,6 +62,7 @@ CAPABILITIES = Capabilities(
     dataset_labels=False,
     single_process=True,
     checks_before_commit=True,
+    org_credentials=False,
 )
 
 _LINE_RE = re.compile(r"\n\s*LINE \d+:.*", re.DOTALL)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -58,3 +59,18 @@ async def deliver(
         else:
             return Delivery(channel, "SENT", number, None, extra)
     raise ValueError("max_attempts must be at least 1")
+
+
+def log_delivery(logger: logging.Logger, delivery: Delivery, *, org_slug: str | None, run_id: str, via: str) -> None:
+    """One log line per notification (recipients' addresses and webhook URLs are not logged)."""
+    extra = {
+        "org_slug": org_slug,
+        "pipeline_logging_id": run_id,
+        "channel": delivery.channel,
+        "via": via,
+        "outcome": delivery.status,
+        "attempts": delivery.attempts,
+        "error": delivery.error,
+    }
+    level = logging.WARNING if delivery.status == "FAILED" else logging.INFO
+    logger.log(level, f"notification {delivery.status.lower()}", extra=extra)

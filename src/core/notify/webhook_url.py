@@ -32,6 +32,10 @@ class UnsafeWebhookError(ValidationFailedError):
         self.reason = reason
 
 
+class UnresolvableWebhookError(UnsafeWebhookError):
+    """The host name did not resolve (may be temporary)."""
+
+
 def _address(host: str) -> IPAddress | None:
     try:
         return ipaddress.ip_address(host)
@@ -93,14 +97,14 @@ async def resolve_checked(url: str, *, allow_loopback: bool) -> list[str]:
                 loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), timeout=_RESOLVE_TIMEOUT
             )
         except (OSError, TimeoutError):
-            raise UnsafeWebhookError("has a host name that does not resolve") from None
+            raise UnresolvableWebhookError("has a host name that does not resolve") from None
         addresses = []
         for info in infos:
             ip = _address(str(info[4][0]).split("%", 1)[0])
             if ip is not None and ip not in addresses:
                 addresses.append(ip)
         if not addresses:
-            raise UnsafeWebhookError("has a host name that does not resolve")
+            raise UnresolvableWebhookError("has a host name that does not resolve")
     if not all(address_allowed(ip, allow_loopback=allow_loopback) for ip in addresses):
         raise UnsafeWebhookError("must not point to a private, loopback, link-local or metadata address")
     return [str(ip) for ip in addresses]

@@ -64,6 +64,8 @@ def _processor_config(path: Path, root: Path, registry: ProcessorRegistry) -> No
             unknown = sorted(set(parsed.defaults) - set(fields))
             if unknown:
                 raise ConfigError(rel, f"defaults.{unknown[0]}", f"not a setting of {parsed.processor}")
+        if processor.check_defaults is not None:
+            processor.check_defaults(parsed.defaults, root, rel)
 
 
 def _bootstrap(path: Path, root: Path, registry: ProcessorRegistry) -> None:

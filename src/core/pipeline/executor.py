@@ -12,7 +12,9 @@ evaluated against the steps before it (its ancestors):
 A failed step with ``on_failure: stop`` fails the run and skips every later ``on_success`` step;
 ``skip`` fails the run and skips only its dependents; ``continue`` records the failure and does not
 fail the run. ``timeout_minutes`` cancels that step only; ``retries`` re-runs a failed attempt with
-exponential backoff. A processor that returns ``{"status": "FAILED"}`` has failed.
+exponential backoff. A processor that returns ``{"status": "FAILED"}`` has failed; one that returns
+``{"status": "SKIPPED", "reason": ...}`` (e.g. e-mail without SMTP settings) is recorded SKIPPED with
+that reason, which is not a failure.
 """
 
 from __future__ import annotations
@@ -124,10 +126,24 @@ class PipelineExecutor:
         except asyncio.CancelledError:
             state.cancelled = True
             state.error = "run cancelled"
-            await asyncio.shield(self._finish(run, state, recorder))
+            await asyncio.shield(self._after_cancel(pipeline, run, variables, recorder, state))
             raise
         await self._finish(run, state, recorder)
         return RunResult(state.status, state)
+
+    async def _after_cancel(
+        self,
+        pipeline: LoadedPipeline,
+        run: RunInfo,
+        variables: dict[str, Any],
+        recorder: RunRecorder,
+        state: RunState,
+    ) -> None:
+        """``always`` steps still run after a cancel (shielded: the cancel does not reach them)."""
+        try:
+            await self._walk(pipeline, run, variables, recorder, state, only_always=True)
+        finally:
+            await self._finish(run, state, recorder)
 
     async def _finish(self, run: RunInfo, state: RunState, recorder: RunRecorder) -> None:
         if state.cancelled:
@@ -256,6 +272,9 @@ class PipelineExecutor:
                 error, retryable = await self._attempt(processor.engine, config, context, outcome, timeout)
                 if error is None:
                     outcome.status = "COMPLETED"
+                    if str(outcome.result.get("status", "")).upper() == "SKIPPED":
+                        outcome.status = "SKIPPED"
+                        outcome.error = str(outcome.result.get("reason") or "skipped by the processor")
                     break
                 outcome.error = error
                 if not retryable or attempt > step.retries:

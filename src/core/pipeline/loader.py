@@ -101,7 +101,7 @@ class PipelineStore:
                 processor = self.registry.get(step.ps_type)
             except UnknownProcessorError as exc:
                 raise ConfigError(rel, f"{where}.ps_type", str(exc)) from None
-            bad = sorted({p for p in placeholders(step.config) if p not in known})
+            bad = sorted({p for p in placeholders(step.config) if p not in known | processor.template_variables})
             if bad:
                 raise ConfigError(rel, f"{where}.config", f"unknown placeholder {{{bad[0]}}}")
             parsed = (

@@ -5,7 +5,9 @@ pattern and the file must exist under this directory before anything is imported
 never import an arbitrary module. Each module provides ``get_engine()`` returning an object with
 ``async execute(step_config, context) -> dict``, and may provide ``Config`` (a pydantic model of
 its step ``config``, validated when pipelines load), ``check_config`` (load-time checks that need
-``configs/``) and ``DEFAULT_ON_FAILURE``.
+``configs/``), ``DEFAULT_ON_FAILURE``, ``TEMPLATE_VARIABLES`` (placeholders its config may use
+besides the pipeline's variables, e.g. a run's ``{status}``) and ``check_defaults`` (checks of the
+``defaults`` in its ``configs/<provider>/<name>/config.yml``).
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ class Processor:
     config_model: type[BaseModel] | None
     default_on_failure: str
     check_config: Callable[..., None] | None = None  # (config, configs_dir, file, where): load-time checks
+    template_variables: frozenset[str] = frozenset()
+    check_defaults: Callable[..., None] | None = None  # (defaults, configs_dir, file)
 
     def parse_config(self, raw: dict[str, Any]) -> Any:
         return self.config_model.model_validate(raw) if self.config_model else raw
@@ -77,4 +81,6 @@ class ProcessorRegistry:
             config_model=config_model,
             default_on_failure=getattr(module, "DEFAULT_ON_FAILURE", "stop"),
             check_config=getattr(module, "check_config", None),
+            template_variables=frozenset(getattr(module, "TEMPLATE_VARIABLES", ())),
+            check_defaults=getattr(module, "check_defaults", None),
         )

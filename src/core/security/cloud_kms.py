@@ -2,14 +2,20 @@
 
 Imported only when KMS_KEY_NAME is set. Every request and response is integrity-checked with
 CRC32C (as Google recommends), the organization is bound to each ciphertext as additional
-authenticated data, and transient failures are retried a bounded number of times.
-``KMS_API_ENDPOINT`` points the client (REST transport, anonymous credentials) at another endpoint:
-the tests use a local fake that serves KMS's REST API.
+authenticated data, and transient failures (503/500/429/504, a dropped connection) are retried
+with backoff for a bounded time. ``KMS_API_ENDPOINT`` points the client elsewhere with the REST
+transport: a plaintext ``http://`` endpoint (the tests' local fake of KMS's REST API) is called
+with anonymous credentials; an ``https://`` one (e.g. a regional endpoint) with the service's own.
+
+Errors leave this module as project errors with generic messages (they can end up in a run's
+step log); Google's own text goes to the log only. Nothing here logs plaintext or ciphertext.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 from typing import Any
 
 import google_crc32c
@@ -22,14 +28,16 @@ from google.cloud import kms
 from src.core.errors import ServiceError, ServiceUnavailableError
 from src.core.security.kms import DecryptionError
 
-_RETRY = gretry.Retry(
-    predicate=gretry.if_exception_type(gexc.ServiceUnavailable, gexc.InternalServerError, gexc.TooManyRequests),
-    initial=0.1,
-    maximum=2.0,
-    multiplier=2.0,
-    timeout=15.0,
+log = logging.getLogger(__name__)
+
+KEY_NAME_RE = re.compile(r"^projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+$")
+_TRANSIENT = (
+    gexc.ServiceUnavailable,
+    gexc.InternalServerError,
+    gexc.TooManyRequests,
+    gexc.DeadlineExceeded,
+    OSError,  # REST transport: requests' ConnectionError / Timeout (unreachable, reset, timed out)
 )
-_TIMEOUT = 10.0
 
 
 def crc32c(data: bytes) -> int:
@@ -41,25 +49,55 @@ class IntegrityError(ServiceError):
     code = "kms_integrity_error"
 
 
+class EncryptionError(ServiceError):
+    status_code = 500
+    code = "encryption_failed"
+
+
 class CloudKms:
-    def __init__(self, key_name: str, *, api_endpoint: str | None = None) -> None:
+    def __init__(
+        self,
+        key_name: str,
+        *,
+        api_endpoint: str | None = None,
+        retry_timeout_seconds: float = 15.0,
+        attempt_timeout_seconds: float = 10.0,
+        retry_initial_seconds: float = 0.1,
+    ) -> None:
+        if not KEY_NAME_RE.fullmatch(key_name):
+            raise ServiceError(
+                "KMS_KEY_NAME must look like projects/P/locations/L/keyRings/R/cryptoKeys/K", code="config_error"
+            )
         self.key_name = key_name
+        self._retry = gretry.Retry(
+            predicate=gretry.if_exception_type(*_TRANSIENT),
+            initial=retry_initial_seconds,
+            maximum=2.0,
+            multiplier=2.0,
+            timeout=retry_timeout_seconds,
+        )
+        self._attempt_timeout = attempt_timeout_seconds
         if api_endpoint:
             self._client = kms.KeyManagementServiceClient(
-                credentials=AnonymousCredentials(),
+                credentials=AnonymousCredentials() if api_endpoint.startswith("http://") else None,
                 transport="rest",
                 client_options=ClientOptions(api_endpoint=api_endpoint),
             )
         else:
             self._client = kms.KeyManagementServiceClient()
 
-    async def _call(self, fn: Any, request: dict[str, Any]) -> Any:
+    async def _call(self, fn: Any, request: dict[str, Any], failure: type[ServiceError]) -> Any:
+        what = "decrypt" if failure is DecryptionError else "encrypt"
         try:
-            return await asyncio.to_thread(fn, request=request, retry=_RETRY, timeout=_TIMEOUT)
-        except (gexc.ServiceUnavailable, gexc.InternalServerError, gexc.TooManyRequests, gexc.RetryError) as exc:
-            raise ServiceUnavailableError(f"Cloud KMS unavailable: {type(exc).__name__}") from None
+            return await asyncio.to_thread(fn, request=request, retry=self._retry, timeout=self._attempt_timeout)
+        except (*_TRANSIENT, gexc.RetryError) as exc:
+            log.warning("Cloud KMS unavailable", extra={"kms_call": what, "error": _describe(exc)})
+            raise ServiceUnavailableError("Cloud KMS is unavailable; retry shortly", code="kms_unavailable") from None
         except gexc.GoogleAPICallError as exc:
-            raise DecryptionError(f"Cloud KMS refused the request: {type(exc).__name__}") from None
+            # Refused: unknown key, no permission, or (decrypt) a ciphertext that does not
+            # authenticate under this key and org.
+            log.warning("Cloud KMS refused the request", extra={"kms_call": what, "error": _describe(exc)})
+            raise failure(f"Cloud KMS could not {what} the stored secret") from None
 
     async def encrypt(self, plaintext: bytes, *, aad: bytes) -> bytes:
         response = await self._call(
@@ -71,14 +109,17 @@ class CloudKms:
                 "additional_authenticated_data": aad,
                 "additional_authenticated_data_crc32c": crc32c(aad),
             },
+            EncryptionError,
         )
         if not response.verified_plaintext_crc32c or not response.verified_additional_authenticated_data_crc32c:
             raise IntegrityError("Cloud KMS did not verify the request checksums")
-        if int(response.ciphertext_crc32c) != crc32c(response.ciphertext):
+        ciphertext = bytes(response.ciphertext)
+        if response.ciphertext_crc32c is None or int(response.ciphertext_crc32c) != crc32c(ciphertext):
             raise IntegrityError("ciphertext checksum mismatch in the Cloud KMS response")
-        if not str(response.name).startswith(self.key_name):
+        name = str(response.name)
+        if name != self.key_name and not name.startswith(self.key_name + "/cryptoKeyVersions/"):
             raise IntegrityError("Cloud KMS answered for another key")
-        return bytes(response.ciphertext)
+        return ciphertext
 
     async def decrypt(self, ciphertext: bytes, *, aad: bytes) -> bytes:
         response = await self._call(
@@ -90,10 +131,19 @@ class CloudKms:
                 "additional_authenticated_data": aad,
                 "additional_authenticated_data_crc32c": crc32c(aad),
             },
+            DecryptionError,
         )
-        if int(response.plaintext_crc32c) != crc32c(response.plaintext):
+        plaintext = bytes(response.plaintext)
+        if response.plaintext_crc32c is None or int(response.plaintext_crc32c) != crc32c(plaintext):
             raise IntegrityError("plaintext checksum mismatch in the Cloud KMS response")
-        return bytes(response.plaintext)
+        return plaintext
 
     async def close(self) -> None:
         await asyncio.to_thread(self._client.transport.close)
+
+
+def _describe(exc: BaseException) -> str:
+    """Google's error text for the log (first line, bounded); it never holds the payload."""
+    cause = exc.cause if isinstance(exc, gexc.RetryError) and exc.cause is not None else exc
+    message = getattr(cause, "message", None) or str(cause)
+    return f"{type(cause).__name__}: {str(message).splitlines()[0][:300] if message else ''}"

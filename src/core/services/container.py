@@ -11,13 +11,16 @@ from src.core.engine.base import RetryPolicy, Warehouse
 from src.core.engine.catalog import CentralCatalog
 from src.core.engine.factory import build_warehouse
 from src.core.engine.repositories.costs import CostRepository
+from src.core.engine.repositories.keys import KeyRepository
 from src.core.engine.repositories.orgs import OrgRepository
+from src.core.engine.repositories.quotas import QuotaRepository
 from src.core.engine.repositories.runs import RunRepository
 from src.core.pipeline.config_files import validate_all
 from src.core.pipeline.loader import PipelineStore
 from src.core.processors.registry import ProcessorRegistry
 from src.core.security.key_cache import KeyCache
 from src.core.security.kms import Encryptor, build_encryptor
+from src.core.security.rate_limit import SlidingWindowLimiter
 from src.core.services.cache import TtlCache
 from src.core.services.locks import KeyedLocks
 from src.core.services.plans import Plans
@@ -42,6 +45,10 @@ class Services:
     orgs: OrgRepository
     runs: RunRepository
     costs: CostRepository
+    keys: KeyRepository
+    quotas: QuotaRepository
+    auth_failures: SlidingWindowLimiter
+    admin_calls: SlidingWindowLimiter
     org_cache: TtlCache[dict[str, Any]] = field(default_factory=lambda: TtlCache(0))
     locks: KeyedLocks = field(default_factory=KeyedLocks)
     bootstrapped: bool = False  # all central tables seen to exist (see org_checks.missing_central_tables)
@@ -74,6 +81,10 @@ def build_services(settings: Settings) -> Services:
         orgs=OrgRepository(warehouse, catalog, retry=retry),
         runs=RunRepository(warehouse, catalog, retry=retry),
         costs=CostRepository(warehouse),
+        keys=KeyRepository(warehouse, catalog),
+        quotas=QuotaRepository(warehouse, catalog, retry=retry),
+        auth_failures=SlidingWindowLimiter(settings.auth_failure_limit, settings.auth_failure_window_seconds),
+        admin_calls=SlidingWindowLimiter(settings.admin_rate_limit, 60.0),
     )
     services.executor = PipelineExecutor(registry=registry, services=services)
     services.run_service = RunService(services)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from src.core.engine.repositories.quotas import QuotaRepository
 from src.core.engine.repositories.runs import RunRepository
 from src.core.pipeline.context import RunInfo, RunState, StepOutcome
 from src.core.pipeline.models import StepSpec
@@ -10,15 +11,16 @@ from src.core.pipeline.models import StepSpec
 class CentralRunRecorder:
     """Executor callbacks writing to the central tables."""
 
-    def __init__(self, repo: RunRepository, owner: str) -> None:
+    def __init__(self, repo: RunRepository, quotas: QuotaRepository, owner: str) -> None:
         self._repo = repo
+        self._quotas = quotas
         self._owner = owner
 
     async def run_started(self, run: RunInfo) -> bool:
         return await self._repo.mark_running(run, self._owner)
 
     async def run_finished(self, run: RunInfo, state: RunState) -> None:
-        await self._repo.finish(
+        ended = await self._repo.finish(
             pipeline_logging_id=run.pipeline_logging_id,
             org_slug=run.org_slug or "",
             status=state.status,
@@ -26,6 +28,8 @@ class CentralRunRecorder:
             failed_step=state.failed_step,
             rows_processed=state.rows_processed,
         )
+        if ended:  # every run admitted through RunService holds one concurrent slot
+            await self._quotas.release(run.org_slug or "")
 
     async def step_started(self, run: RunInfo, step: StepSpec, index: int, outcome: StepOutcome) -> str:
         return await self._repo.insert_step(run, step, index, outcome)

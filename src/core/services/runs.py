@@ -12,10 +12,13 @@ from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 from src.core.engine.repositories.runs import NewRun
-from src.core.errors import ConflictError, NotFoundError, ValidationFailedError
+from src.core.errors import ConflictError, NotFoundError, PermissionDeniedError, ValidationFailedError
 from src.core.pipeline.context import RunInfo
 from src.core.pipeline.loader import LoadedPipeline, placeholders
 from src.core.pipeline.variables import build_variables, resolve_window
+from src.core.services.notifications import RunNotifier
+from src.core.services.orgs import get_org
+from src.core.services.quotas import quota_refusal
 from src.core.services.run_recorder import CentralRunRecorder
 
 if TYPE_CHECKING:
@@ -47,6 +50,7 @@ class RunService:
         self._s = services
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._heartbeat: asyncio.Task[None] | None = None
+        self._notifier = RunNotifier(services)
 
     # --- start -----------------------------------------------------------------------------
     async def start(
@@ -65,9 +69,11 @@ class RunService:
         window = resolve_window(
             pipeline.spec, params, max_days=s.settings.max_run_window_days, today=datetime.now(UTC).date()
         )
-        profile = await s.orgs.get(org_slug)
-        if profile is None:
-            raise NotFoundError(f"organization {org_slug!r} not found", code="org_not_found")
+        profile = await get_org(s, org_slug)
+        if profile["status"] != "ACTIVE":
+            raise PermissionDeniedError(
+                f"organization {org_slug!r} is suspended; its pipelines cannot run", code="org_suspended"
+            )
         run_id = str(uuid.uuid4())
         trigger = trigger_by or caller.trigger_by
         builtins = {
@@ -83,30 +89,24 @@ class RunService:
         }
         pipeline_id, variables = build_variables(pipeline.spec, builtins=builtins, params=params, window=window)
         accepted = {k: variables[k] for k in (*pipeline.spec.parameters, "start_date", "end_date") if k in variables}
+        today = datetime.now(UTC).date()
+        new_run = NewRun(
+            pipeline_logging_id=run_id,
+            org_slug=org_slug,
+            pipeline_id=pipeline_id,
+            pipeline_path=pipeline.path,
+            trigger_by=trigger,
+            parameters=accepted,
+            start_date=window.start_date if window else None,
+            end_date=window.end_date if window else None,
+            owner_instance=s.settings.instance_id,
+            request_id=request_id,
+            schedule_id=schedule_id,
+            queue_item_id=queue_item_id,
+            quota_usage_date=today,
+        )
         async with s.locks.hold(f"admit:{org_slug}"):
-            admission = await s.runs.admit(
-                NewRun(
-                    pipeline_logging_id=run_id,
-                    org_slug=org_slug,
-                    pipeline_id=pipeline_id,
-                    pipeline_path=pipeline.path,
-                    trigger_by=trigger,
-                    parameters=accepted,
-                    start_date=window.start_date if window else None,
-                    end_date=window.end_date if window else None,
-                    owner_instance=s.settings.instance_id,
-                    request_id=request_id,
-                    schedule_id=schedule_id,
-                    queue_item_id=queue_item_id,
-                )
-            )
-        if not admission.admitted:
-            raise ConflictError(
-                f"pipeline {pipeline.path} is already running for an overlapping window "
-                f"(run {admission.conflicting_run_id})",
-                code="run_in_progress",
-                details={"running_pipeline_logging_id": admission.conflicting_run_id},
-            )
+            await self._admit(new_run, today)
         run = RunInfo(
             pipeline_logging_id=run_id,
             pipeline_id=pipeline_id,
@@ -119,6 +119,22 @@ class RunService:
         self._tasks[run_id] = task
         task.add_done_callback(lambda _t: self._tasks.pop(run_id, None))
         return {"pipeline_logging_id": run_id, "pipeline_id": pipeline_id, "status": "PENDING"}
+
+    async def _admit(self, new_run: NewRun, today: date) -> None:
+        """409 (overlapping run) before 429 (quota); a refused run consumes nothing."""
+        s = self._s
+        running = await s.runs.find_overlap(new_run)
+        if running is not None:
+            raise _overlap(new_run, running)
+        if not await s.quotas.reserve(new_run.org_slug, today):
+            usage = await s.quotas.usage(new_run.org_slug, today)
+            if usage is None:
+                raise NotFoundError(f"organization {new_run.org_slug!r} not found", code="org_not_found")
+            raise quota_refusal(usage, today=today, concurrent_retry_after=s.settings.quota_retry_after_seconds)
+        admission = await s.runs.admit(new_run)
+        if not admission.admitted:  # another instance admitted an overlapping run in between
+            await s.quotas.unreserve(new_run.org_slug, today)
+            raise _overlap(new_run, admission.conflicting_run_id)
 
     def _billing_table(self, pipeline: LoadedPipeline, org_slug: str, configured: str | None) -> str | None:
         needed = any("billing_export_table" in placeholders(step.config) for step in pipeline.spec.steps)
@@ -136,7 +152,7 @@ class RunService:
         )
 
     async def _execute(self, pipeline: LoadedPipeline, run: RunInfo, variables: dict[str, Any]) -> None:
-        recorder = CentralRunRecorder(self._s.runs, self._s.settings.instance_id)
+        recorder = CentralRunRecorder(self._s.runs, self._s.quotas, self._s.settings.instance_id)
         try:
             result = await self._s.executor.run(pipeline, run, variables, recorder)
             log.info(
@@ -147,12 +163,13 @@ class RunService:
                     "status": result.status,
                 },
             )
+            self._notifier.after_run(run, variables, result.state)  # the org's own notifications, in the background
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the executor records step failures itself; this is its own failure
             log.exception("run crashed", extra={"pipeline_logging_id": run.pipeline_logging_id})
             try:
-                await self._s.runs.finish(
+                ended = await self._s.runs.finish(
                     pipeline_logging_id=run.pipeline_logging_id,
                     org_slug=run.org_slug or "",
                     status="FAILED",
@@ -161,6 +178,8 @@ class RunService:
                     rows_processed=0,
                     from_states=("PENDING", "RUNNING"),
                 )
+                if ended:
+                    await self._s.quotas.release(run.org_slug or "")
             except Exception:
                 log.exception("could not mark crashed run FAILED")
 
@@ -205,9 +224,13 @@ class RunService:
                 rows_processed=0,
                 from_states=("PENDING", "RUNNING"),
             )
+            if done and run["quota_usage_date"] is not None and not run["quota_released"]:
+                await s.quotas.release(run["org_slug"])
             recovered += int(done)
         if recovered:
             log.warning("recovered orphaned runs", extra={"count": recovered})
+        if s.warehouse.capabilities.single_process:
+            await s.quotas.resync_concurrent()  # nothing else can be admitting right now
         return recovered
 
     def start_heartbeat(self) -> None:
@@ -233,11 +256,20 @@ class RunService:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        await self._notifier.close()
 
     async def wait_idle(self) -> None:
         """Wait for the runs of this process (tests, shutdown)."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
+
+
+def _overlap(run: NewRun, running_id: str | None) -> ConflictError:
+    return ConflictError(
+        f"pipeline {run.pipeline_path} is already running for an overlapping window (run {running_id})",
+        code="run_in_progress",
+        details={"running_pipeline_logging_id": running_id},
+    )
 
 
 def _public_run(row: dict[str, Any]) -> dict[str, Any]:

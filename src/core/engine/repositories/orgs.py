@@ -194,14 +194,65 @@ class OrgRepository:
             {"org_slug": org_slug, "table": TypedParam("STRING", table)},
         )
 
-    async def find_key(self, key_hash: str) -> dict[str, Any] | None:
-        rows = await self._query_central(
+    # --- lifecycle (admin) -----------------------------------------------------------------
+    async def list_orgs(self, *, status: str | None, limit: int, offset: int) -> list[dict[str, Any]]:
+        return await self._query_central(
             f"""
-            SELECT k.key_id, k.org_slug, k.expires_at, p.status AS org_status
-            FROM {self._keys} AS k
-            JOIN {self._profiles} AS p ON p.org_slug = k.org_slug
-            WHERE k.key_hash = @key_hash AND k.status = 'ACTIVE'
+            SELECT p.org_slug, p.company_name, p.admin_email, p.status, p.subscription_plan, p.org_dataset,
+                   p.created_at, p.suspended_at, p.suspended_reason
+            FROM {self._profiles} AS p
+            WHERE (@status IS NULL OR p.status = @status)
+            ORDER BY p.created_at, p.org_slug
+            LIMIT @limit OFFSET @offset
             """,
-            {"key_hash": key_hash},
+            {
+                "status": TypedParam("STRING", status),
+                "limit": TypedParam("INT64", limit),
+                "offset": TypedParam("INT64", offset),
+            },
         )
-        return rows[0] if rows else None
+
+    async def set_status(self, org_slug: str, *, status: str, reason: str | None) -> int:
+        """Guarded: only a change of status counts (suspending a suspended org changes nothing)."""
+        return await self._wh.execute(
+            f"""
+            UPDATE {self._profiles}
+            SET status = @status,
+                suspended_at = IF(@status = 'SUSPENDED', CURRENT_TIMESTAMP(), NULL),
+                suspended_reason = IF(@status = 'SUSPENDED', @reason, NULL),
+                updated_at = CURRENT_TIMESTAMP()
+            WHERE org_slug = @org_slug AND status != @status
+            """,
+            {"org_slug": org_slug, "status": status, "reason": TypedParam("STRING", reason)},
+        )
+
+    async def change_plan(self, org_slug: str, *, plan: str, daily: int, monthly: int, concurrent: int) -> None:
+        """End the active subscription, start the new one, then point the profile at it."""
+        now = datetime.now(UTC)
+        await self._wh.execute(
+            f"UPDATE {self._subs} SET status = 'ENDED', ended_at = @now "
+            "WHERE org_slug = @org_slug AND status = 'ACTIVE'",
+            {"org_slug": org_slug, "now": TypedParam("TIMESTAMP", now)},
+        )
+        await self._wh.execute(
+            *insert_statement(
+                self._cat.ref("org_subscriptions"),
+                self._cat.schema("org_subscriptions"),
+                {
+                    "subscription_id": f"sub_{secrets.token_hex(8)}",
+                    "org_slug": org_slug,
+                    "plan_name": plan,
+                    "status": "ACTIVE",
+                    "daily_run_limit": daily,
+                    "monthly_run_limit": monthly,
+                    "concurrent_run_limit": concurrent,
+                    "started_at": now,
+                    "created_at": now,
+                },
+            )
+        )
+        await self._wh.execute(
+            f"UPDATE {self._profiles} SET subscription_plan = @plan, updated_at = CURRENT_TIMESTAMP() "
+            "WHERE org_slug = @org_slug",
+            {"org_slug": org_slug, "plan": plan},
+        )

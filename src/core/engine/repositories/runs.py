@@ -37,6 +37,7 @@ class NewRun:
     request_id: str | None = None
     schedule_id: str | None = None
     queue_item_id: str | None = None
+    quota_usage_date: date | None = None  # the UTC day its quota slot was taken (None: holds none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +76,7 @@ class RunRepository:
             "end_date": run.end_date,
             "owner_instance": run.owner_instance,
             "heartbeat_at": datetime.now(UTC),
+            "quota_usage_date": run.quota_usage_date,
             "quota_released": False,
             "request_id": run.request_id,
             "schedule_id": run.schedule_id,
@@ -101,22 +103,7 @@ class RunRepository:
 
         if await with_retries(attempt, what="admit run", policy=self._retry) == 1:
             return Admission(True)
-        rows = await self._wh.query(
-            f"""
-            SELECT pipeline_logging_id FROM {self._runs}
-            WHERE org_slug = @org_slug AND pipeline_path = @path AND status IN ('PENDING', 'RUNNING')
-              AND IFNULL(start_date, DATE '0001-01-01') <= IFNULL(@end_date, DATE '9999-12-31')
-              AND IFNULL(end_date, DATE '9999-12-31') >= IFNULL(@start_date, DATE '0001-01-01')
-            ORDER BY created_at LIMIT 1
-            """,
-            {
-                "org_slug": run.org_slug,
-                "path": run.pipeline_path,
-                "start_date": TypedParam("DATE", run.start_date),
-                "end_date": TypedParam("DATE", run.end_date),
-            },
-        )
-        return Admission(False, rows[0]["pipeline_logging_id"] if rows else None)
+        return Admission(False, await self.find_overlap(run))
 
     async def mark_running(self, run: RunInfo, owner: str) -> bool:
         changed = await self._wh.execute(
@@ -141,7 +128,8 @@ class RunRepository:
         rows_processed: int,
         from_states: tuple[str, ...] = ("RUNNING",),
     ) -> bool:
-        """Final state (guarded: only from an active state), then release of the run's slot."""
+        """Final state, guarded: only from an active state. True if this call ended the run (the
+        caller then gives back the run's quota slot, if it held one)."""
         params = {
             "id": pipeline_logging_id,
             "org_slug": org_slug,
@@ -159,19 +147,37 @@ class RunRepository:
                 quota_released = TRUE
             WHERE pipeline_logging_id = @id AND org_slug = @org_slug AND status IN UNNEST(@from_states)
         """
-        release = f"""
-            UPDATE {self._quotas}
-            SET concurrent_runs = GREATEST(IFNULL(concurrent_runs, 0) - 1, 0), updated_at = CURRENT_TIMESTAMP()
-            WHERE org_slug = @org_slug
-        """
 
         async def finish_run() -> int:
             return await self._wh.execute(final, params)
 
-        if await with_retries(finish_run, what="finish run", policy=self._retry) != 1:
-            return False  # not active (already final): nothing to release
-        await with_retries(lambda: self._wh.execute(release, params), what="release slot", policy=self._retry)
-        return True
+        return await with_retries(finish_run, what="finish run", policy=self._retry) == 1
+
+    async def find_overlap(self, run: NewRun) -> str | None:
+        """The id of an active run of the same pipeline whose window overlaps ``run``'s."""
+        rows = await self._wh.query(
+            f"""
+            SELECT pipeline_logging_id FROM {self._runs}
+            WHERE org_slug = @org_slug AND pipeline_path = @path AND status IN ('PENDING', 'RUNNING')
+              AND IFNULL(start_date, DATE '0001-01-01') <= IFNULL(@end_date, DATE '9999-12-31')
+              AND IFNULL(end_date, DATE '9999-12-31') >= IFNULL(@start_date, DATE '0001-01-01')
+            ORDER BY created_at LIMIT 1
+            """,
+            {
+                "org_slug": run.org_slug,
+                "path": run.pipeline_path,
+                "start_date": TypedParam("DATE", run.start_date),
+                "end_date": TypedParam("DATE", run.end_date),
+            },
+        )
+        return str(rows[0]["pipeline_logging_id"]) if rows else None
+
+    async def count_active(self, org_slug: str) -> int:
+        rows = await self._wh.query(
+            f"SELECT COUNT(*) AS n FROM {self._runs} WHERE org_slug = @org_slug AND status IN ('PENDING', 'RUNNING')",
+            {"org_slug": org_slug},
+        )
+        return int(rows[0]["n"]) if rows else 0
 
     async def heartbeat(self, owner: str) -> int:
         return await self._wh.execute(
@@ -186,7 +192,8 @@ class RunRepository:
         cutoff = datetime.now(UTC) - timedelta(seconds=lease_seconds)
         return await self._wh.query(
             f"""
-            SELECT pipeline_logging_id, org_slug, status, owner_instance FROM {self._runs}
+            SELECT pipeline_logging_id, org_slug, status, owner_instance, quota_usage_date, quota_released
+            FROM {self._runs}
             WHERE status IN ('PENDING', 'RUNNING') AND IFNULL(owner_instance, '') != @owner
               AND (@all_active OR heartbeat_at IS NULL OR heartbeat_at < @cutoff)
             """,

@@ -1,0 +1,43 @@
+"""An organization's own notification preferences (admin key or the org's key)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path
+
+from src.app.dependencies.auth import CallerDep, authorize_org
+from src.app.dependencies.services import ServicesDep
+from src.app.schemas.notifications import NotificationPreferencesRequest, NotificationPreferencesResponse
+from src.app.schemas.organizations import ORG_SLUG_PATTERN
+from src.core.services.notifications import get_preferences, set_preferences
+
+router = APIRouter(prefix="/api/v1/organizations", tags=["notifications"])
+
+
+async def _authorized_org(org_slug: Annotated[str, Path(pattern=ORG_SLUG_PATTERN)], identity: CallerDep) -> str:
+    # A dependency, so that another org's key gets 403 before its body is validated (422).
+    return authorize_org(identity, org_slug)
+
+
+OrgDep = Annotated[str, Depends(_authorized_org)]
+
+
+@router.get("/{org_slug}/notifications", response_model=NotificationPreferencesResponse)
+async def get_notifications(org: OrgDep, services: ServicesDep) -> dict[str, Any]:
+    """E-mails, outcomes that notify, and whether a Slack webhook is set (masked, never in clear)."""
+    return await get_preferences(services, org)
+
+
+@router.put("/{org_slug}/notifications", response_model=NotificationPreferencesResponse)
+async def put_notifications(org: OrgDep, services: ServicesDep, body: NotificationPreferencesRequest) -> dict[str, Any]:
+    """Replace the org's notification preferences, applied to all its runs (in addition to the
+    pipelines' own notification steps). ``slack_webhook_url`` omitted = keep, null = remove."""
+    return await set_preferences(
+        services,
+        org,
+        emails=[str(e) for e in body.emails],
+        on=list(body.on),
+        webhook_url=body.slack_webhook_url,
+        keep_webhook="slack_webhook_url" not in body.model_fields_set,
+    )
