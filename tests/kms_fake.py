@@ -175,7 +175,7 @@ class KmsFake:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
                 match = _PATH.match(unquote(urlsplit(self.path).path))
@@ -198,7 +198,7 @@ class KmsFake:
                     fake.calls.append(KmsCall(method, key_name, aad, status))
                 self._send(status, answer)
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 name = unquote(urlsplit(self.path).path).removeprefix("/v1/")
                 with fake._lock:
                     known = name in fake._keys
@@ -215,7 +215,7 @@ class KmsFake:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
+            def log_message(self, format: str, *args: Any) -> None:
                 return None
 
         return Handler

@@ -29,7 +29,8 @@ class Mail:
 
     @property
     def subject(self) -> str:
-        return str(self.message["Subject"])
+        # A long subject is folded right after "Subject:"; unfolded, that leaves a leading space.
+        return str(self.message["Subject"]).strip()
 
     @property
     def body(self) -> str:
@@ -37,7 +38,7 @@ class Mail:
 
 
 class SmtpSink:
-    """Accepts mail for anyone after an AUTH login with SMTP_USER / SMTP_PASSWORD; can go down and up."""
+    """Accepts mail for anyone; offers AUTH (only SMTP_USER / SMTP_PASSWORD succeed); can go down and up."""
 
     def __init__(self) -> None:
         self.port = free_port()
@@ -66,7 +67,6 @@ class SmtpSink:
             port=self.port,
             authenticator=self._authenticate,
             auth_require_tls=False,
-            auth_required=True,
         )
         controller.start()
         self._controller = controller
@@ -131,15 +131,15 @@ class WebhookSink:
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
-    def received(self, path: str) -> list[dict[str, Any]]:
+    def received(self, path: str, containing: str = "") -> list[dict[str, Any]]:
         with self._lock:
-            return [body for p, body in self.posts if p == path]
+            return [body for p, body in self.posts if p == path and containing in str(body.get("text", ""))]
 
-    def wait_for(self, path: str, count: int = 1, timeout: float = 60.0) -> list[dict[str, Any]]:
+    def wait_for(self, path: str, containing: str = "", timeout: float = 60.0) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout
-        while len(self.received(path)) < count and time.monotonic() < deadline:
+        while not self.received(path, containing) and time.monotonic() < deadline:
             time.sleep(0.05)
-        return self.received(path)
+        return self.received(path, containing)
 
     def close(self) -> None:
         self._server.shutdown()

@@ -19,7 +19,7 @@ from src.app.config import Settings
 from src.app.dependencies.auth import authenticate_request
 from src.app.logging_setup import configure_logging
 from src.app.middleware import RequestContextMiddleware
-from src.app.routers import admin, admin_orgs, health, keys, notifications, organizations, pipelines
+from src.app.routers import admin, admin_orgs, credentials, health, keys, notifications, organizations, pipelines
 from src.core.errors import WarehouseError, WarehouseNotFoundError
 
 log = logging.getLogger("convergence")
@@ -57,6 +57,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         await services.run_service.shutdown()
+        await services.org_warehouses.close()
         await services.kms.close()
         await services.warehouse.close()
         log.info("service stopped")
@@ -92,6 +93,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     exception_handlers.install(app)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_request_body_bytes)
-    for module in (health, admin, admin_orgs, organizations, keys, notifications, pipelines):
+    for module in (health, admin, admin_orgs, organizations, credentials, keys, notifications, pipelines):
         app.include_router(module.router)
     return app

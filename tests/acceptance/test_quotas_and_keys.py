@@ -324,6 +324,7 @@ def test_failed_authentication_is_slowed_down(backend: Backend, tmp_path: Path) 
     srv = backend.new_server(tmp_path / "srv", None, AUTH_FAILURE_LIMIT="5", AUTH_FAILURE_WINDOW_SECONDS="60")
     try:
         api = Api(srv)
+        assert api.bootstrap().status_code == 200
         bad = {"X-API-Key": "acme_api_AAAAAAAAAAAAAAAA"}
         codes = [api.http.get("/api/v1/pipelines/runs", headers=bad).status_code for _ in range(5)]
         assert codes == [401] * 5

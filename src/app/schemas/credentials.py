@@ -103,4 +103,3 @@ class CredentialResponse(BaseModel):
     created_at: datetime
     updated_at: datetime | None
     last_validated_at: datetime | None
-

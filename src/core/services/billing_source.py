@@ -39,17 +39,17 @@ async def check_billing_table(services: Services, table: str, *, org_slug: str) 
         raise ValidationFailedError(exc.message, code="invalid_billing_export_table") from None
     if await services.orgs.orgs_using_billing_table(str(ref), other_than=org_slug):
         raise ConflictError(f"{ref} is already the billing export of another organization", code="billing_table_in_use")
-    if not await services.warehouse.table_exists(ref):
-        raise ValidationFailedError(f"billing export table {ref} does not exist", code="billing_table_not_found")
-    repo = BillingExportRepository(services.warehouse)
+    # Checked as whoever will read it: the org's own service account if it stored one, else the service's.
+    wh = await services.org_warehouses.for_org(org_slug)
+    repo = BillingExportRepository(wh)
     schema = export_schema(services.settings.configs_dir)
     try:
+        if not await wh.table_exists(ref):
+            raise ValidationFailedError(f"billing export table {ref} does not exist", code="billing_table_not_found")
         await repo.check_shape(ref, schema)
     except WarehouseAccessDeniedError:
         raise ValidationFailedError(
-            f"the service cannot read {ref}; grant its service account roles/bigquery.dataViewer on dataset "
-            f"{ref.project}:{ref.dataset}",
-            code="billing_table_access_denied",
+            await _access_denied_message(services, ref, org_slug), code="billing_table_access_denied"
         ) from None
     except (WarehouseNotFoundError, TerminalWarehouseError):
         misfits = await repo.misfit_columns(ref, schema)
@@ -59,6 +59,27 @@ async def check_billing_table(services: Services, table: str, *, org_slug: str) 
             code="billing_table_invalid",
         ) from None
     return ref
+
+
+async def _access_denied_message(services: Services, ref: TableRef, org_slug: str) -> str:
+    """The exact grant to make, naming the account that reads the export when it is known."""
+    from src.core.services.credentials import active_principal
+
+    own = await active_principal(services, org_slug)
+    email = own or services.settings.service_account_email
+    if own:
+        who = f"the organization's service account {own}"
+    elif email:
+        who = f"the service's account {email}"
+    else:
+        who = "the service's account (its e-mail: ask the platform admin)"
+    member = f"serviceAccount:{email or 'SERVICE_ACCOUNT_EMAIL'}"
+    return (
+        f"the service cannot read {ref} as {who}; grant it roles/bigquery.dataViewer on dataset "
+        f"{ref.project}:{ref.dataset}: `bq add-iam-policy-binding --member={member} "
+        f"--role=roles/bigquery.dataViewer {ref.project}:{ref.dataset}`, or in SQL: "
+        f'GRANT `roles/bigquery.dataViewer` ON SCHEMA `{ref.project}.{ref.dataset}` TO "{member}"'
+    )
 
 
 async def set_billing_source(services: Services, org_slug: str, table: str | None) -> dict[str, str | None]:

@@ -27,6 +27,7 @@ from src.core.services.plans import Plans
 
 if TYPE_CHECKING:
     from src.core.pipeline.executor import PipelineExecutor
+    from src.core.services.credentials import OrgWarehouses
     from src.core.services.runs import RunService
 
 log = logging.getLogger(__name__)
@@ -54,11 +55,13 @@ class Services:
     bootstrapped: bool = False  # all central tables seen to exist (see org_checks.missing_central_tables)
     executor: PipelineExecutor = field(init=False)
     run_service: RunService = field(init=False)
+    org_warehouses: OrgWarehouses = field(init=False)  # the warehouse for an org's tenant queries
 
 
 def build_services(settings: Settings) -> Services:
     """Load and validate configs, and build the clients (nothing is connected yet)."""
     from src.core.pipeline.executor import PipelineExecutor
+    from src.core.services.credentials import OrgWarehouses
     from src.core.services.runs import RunService
 
     registry = ProcessorRegistry()
@@ -88,6 +91,7 @@ def build_services(settings: Settings) -> Services:
     )
     services.executor = PipelineExecutor(registry=registry, services=services)
     services.run_service = RunService(services)
+    services.org_warehouses = OrgWarehouses(services, ttl_seconds=settings.key_cache_ttl_seconds)
     return services
 
 

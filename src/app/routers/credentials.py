@@ -1,0 +1,59 @@
+"""An organization's own GCP service account: store (PUT), inspect (GET, metadata only), revoke (DELETE).
+
+Admin key or the org's own key. The org is authorized before the body is validated, so another
+org's key gets 403 whatever it sends. The key file never comes back, in a response or an error.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Request, Response
+
+from src.app.dependencies.auth import CallerDep, authorize_org
+from src.app.dependencies.services import ServicesDep
+from src.app.schemas.credentials import MAX_KEY_FILE_BYTES, CredentialResponse, GcpServiceAccountKey
+from src.app.schemas.organizations import ORG_SLUG_PATTERN
+from src.core.errors import PayloadTooLargeError
+from src.core.services.credentials import get_gcp_credentials, revoke_gcp_credentials, store_gcp_credentials
+
+router = APIRouter(prefix="/api/v1/organizations", tags=["credentials"])
+
+
+async def _org(org_slug: Annotated[str, Path(pattern=ORG_SLUG_PATTERN)], identity: CallerDep) -> str:
+    return authorize_org(identity, org_slug)
+
+
+OrgDep = Annotated[str, Depends(_org)]
+
+
+async def _org_and_small_body(org: OrgDep, request: Request) -> str:
+    """Authorized first (401/403), then the size (413), then the body's fields (422)."""
+    if len(await request.body()) > MAX_KEY_FILE_BYTES:
+        raise PayloadTooLargeError(f"a service-account key file is at most {MAX_KEY_FILE_BYTES} bytes")
+    return org
+
+
+@router.put("/{org_slug}/credentials/gcp", response_model=CredentialResponse)
+async def put_gcp_credentials(
+    org: Annotated[str, Depends(_org_and_small_body)],
+    services: ServicesDep,
+    body: GcpServiceAccountKey,
+    response: Response,
+) -> dict[str, Any]:
+    """Store the org's GCP service-account key file (encrypted); its cost queries then run as it
+    (BigQuery). Replaces any earlier one. Answers metadata only."""
+    response.headers["Cache-Control"] = "no-store"
+    return await store_gcp_credentials(services, org, body.document())
+
+
+@router.get("/{org_slug}/credentials/gcp", response_model=CredentialResponse)
+async def get_credentials(org: OrgDep, services: ServicesDep) -> dict[str, Any]:
+    """Metadata of the org's newest stored credentials (ACTIVE or REVOKED); never the key."""
+    return await get_gcp_credentials(services, org)
+
+
+@router.delete("/{org_slug}/credentials/gcp", response_model=CredentialResponse)
+async def delete_credentials(org: OrgDep, services: ServicesDep) -> dict[str, Any]:
+    """Revoke: status REVOKED, the encrypted key file removed; queries go back to the service's account."""
+    return await revoke_gcp_credentials(services, org)

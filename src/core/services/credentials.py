@@ -1,0 +1,217 @@
+"""An organization's own GCP service account: stored encrypted, used for that org's tenant queries.
+
+* ``store_gcp_credentials`` / ``get_gcp_credentials`` / ``revoke_gcp_credentials``: the key file is
+  encrypted with the configured KMS backend (AAD bound to the org and to ``gcp_credentials``) into
+  ``org_cloud_credentials``; only metadata ever comes back. Where the warehouse has per-org
+  principals (``capabilities.org_credentials``: BigQuery) storing also grants the account write
+  access to the org's own dataset, and revoking takes it back.
+* ``OrgWarehouses.for_org(org)``: the warehouse to run an org's tenant queries with — a BigQuery
+  client acting as the org's account when it has ACTIVE credentials, else the shared warehouse.
+  Where the backend has no principals (DuckDB) it is always the shared warehouse and stored
+  credentials are ignored. Clients are cached per org; a change made here drops the org's entry
+  at once, other instances notice within ``KEY_CACHE_TTL_SECONDS`` (the cached credential id is
+  re-checked against the table after that).
+
+The key file never reaches a log line, a response or an error message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from src.core.engine.base import Warehouse
+from src.core.engine.repositories.credentials import CredentialRepository
+from src.core.errors import NotFoundError, ServiceError, WarehouseError
+from src.core.security.kms import DecryptionError, decrypt_text, encrypt_text
+from src.core.services.locks import KeyedLocks
+from src.core.services.orgs import get_org
+
+if TYPE_CHECKING:
+    from src.core.services.container import Services
+
+log = logging.getLogger(__name__)
+
+PROVIDER = "GCP"
+CREDENTIAL_TYPE = "service_account"
+PURPOSE = "gcp_credentials"  # part of the AAD: a ciphertext for another purpose does not decrypt here
+
+
+def _repo(services: Services) -> CredentialRepository:
+    return CredentialRepository(services.warehouse, services.catalog)
+
+
+def metadata(row: dict[str, Any]) -> dict[str, Any]:
+    keys = (
+        "org_slug", "credential_id", "provider", "credential_type", "principal", "project_id", "status",
+        "created_at", "updated_at", "last_validated_at",
+    )  # fmt: skip
+    return {k: row.get(k) for k in keys}
+
+
+async def _org_dataset(services: Services, org_slug: str) -> str:
+    org = await get_org(services, org_slug)  # 404 for an unknown org
+    return str(org.get("org_dataset") or services.settings.org_dataset(org_slug))
+
+
+async def store_gcp_credentials(services: Services, org_slug: str, key_file: dict[str, str]) -> dict[str, Any]:
+    """Store (or replace) the org's service-account key file; returns its metadata."""
+    dataset = await _org_dataset(services, org_slug)
+    email = key_file["client_email"]
+    wh = services.warehouse
+    repo = _repo(services)
+    async with services.locks.hold(f"credentials:{org_slug}"):
+        previous = await repo.latest(org_slug, PROVIDER, CREDENTIAL_TYPE, active_only=True)
+        if wh.capabilities.org_credentials:
+            # Its loads write the org's cost table: write access on the org's own dataset, nothing more.
+            await wh.set_dataset_writer(dataset, email, granted=True)
+        now = datetime.now(UTC)
+        credential_id = f"cred_{secrets.token_hex(8)}"
+        document = json.dumps(key_file, sort_keys=True, separators=(",", ":"))
+        row = {
+            "credential_id": credential_id,
+            "org_slug": org_slug,
+            "provider": PROVIDER,
+            "credential_type": CREDENTIAL_TYPE,
+            "encrypted_credential": await encrypt_text(services.kms, document, org_slug=org_slug, purpose=PURPOSE),
+            "kms_key_name": services.kms.key_name,
+            "principal": email,
+            "project_id": key_file["project_id"],
+            "status": "ACTIVE",
+            "last_validated_at": now,
+            "created_at": now,
+            "updated_at": now,
+        }
+        await repo.insert(row)
+        await repo.revoke_older(org_slug, PROVIDER, CREDENTIAL_TYPE, keep_id=credential_id, created_at=now)
+        await services.org_warehouses.invalidate(org_slug)
+        if previous is not None and previous["principal"] and previous["principal"].lower() != email.lower():
+            await _take_back_write_access(services, dataset, str(previous["principal"]))
+    log.info("stored GCP credentials", extra={"principal": email, "credential_id": credential_id})
+    return metadata(row)
+
+
+async def get_gcp_credentials(services: Services, org_slug: str) -> dict[str, Any]:
+    await get_org(services, org_slug)
+    row = await _repo(services).latest(org_slug, PROVIDER, CREDENTIAL_TYPE, active_only=False)
+    if row is None:
+        raise NotFoundError(f"organization {org_slug!r} has no stored GCP credentials", code="credentials_not_found")
+    return metadata(row)
+
+
+async def active_principal(services: Services, org_slug: str) -> str | None:
+    """The org's own service account that its tenant queries run as, if any (None: the service's)."""
+    if not services.warehouse.capabilities.org_credentials:
+        return None
+    row = await _repo(services).latest(org_slug, PROVIDER, CREDENTIAL_TYPE, active_only=True)
+    return str(row["principal"]) if row and row["principal"] else None
+
+
+async def revoke_gcp_credentials(services: Services, org_slug: str) -> dict[str, Any]:
+    """REVOKED, ciphertext removed, the org's queries back on the shared warehouse."""
+    dataset = await _org_dataset(services, org_slug)
+    repo = _repo(services)
+    async with services.locks.hold(f"credentials:{org_slug}"):
+        current = await repo.latest(org_slug, PROVIDER, CREDENTIAL_TYPE, active_only=True)
+        if current is None:
+            raise NotFoundError(
+                f"organization {org_slug!r} has no active GCP credentials", code="credentials_not_found"
+            )
+        await repo.revoke_all(org_slug, PROVIDER, CREDENTIAL_TYPE)
+        await services.org_warehouses.invalidate(org_slug)
+        if current["principal"]:
+            await _take_back_write_access(services, dataset, str(current["principal"]))
+    row = await repo.latest(org_slug, PROVIDER, CREDENTIAL_TYPE, active_only=False)
+    log.info("revoked GCP credentials", extra={"principal": current["principal"]})
+    return metadata(row or current)
+
+
+async def _take_back_write_access(services: Services, dataset: str, email: str) -> None:
+    wh = services.warehouse
+    if not wh.capabilities.org_credentials:
+        return
+    try:
+        await wh.set_dataset_writer(dataset, email, granted=False)
+    except WarehouseError as exc:  # the credentials are already unusable by us; an admin can clean up
+        log.warning(
+            "could not remove a service account's write access to an org dataset",
+            extra={"dataset": dataset, "principal": email, "error": exc.message},
+        )
+
+
+@dataclass
+class _Entry:
+    checked_at: float
+    credential_id: str | None  # None: the org has no ACTIVE credentials (shared warehouse)
+    warehouse: Warehouse | None
+
+
+class OrgWarehouses:
+    """Per-org selection of the warehouse for tenant queries (see the module docstring)."""
+
+    def __init__(self, services: Services, *, ttl_seconds: float) -> None:
+        self._s = services
+        self._ttl = ttl_seconds
+        self._entries: dict[str, _Entry] = {}
+        self._locks = KeyedLocks()
+
+    async def for_org(self, org_slug: str | None) -> Warehouse:
+        shared = self._s.warehouse
+        if not org_slug or not shared.capabilities.org_credentials:
+            return shared
+        entry = self._entries.get(org_slug)
+        if entry is not None and time.monotonic() - entry.checked_at <= self._ttl:
+            return entry.warehouse or shared
+        async with self._locks.hold(org_slug):
+            return await self._refresh(org_slug)
+
+    async def _refresh(self, org_slug: str) -> Warehouse:
+        shared = self._s.warehouse
+        entry = self._entries.get(org_slug)
+        if entry is not None and time.monotonic() - entry.checked_at <= self._ttl:
+            return entry.warehouse or shared  # refreshed while we waited for the lock
+        row = await _repo(self._s).latest(org_slug, PROVIDER, CREDENTIAL_TYPE, active_only=True, with_secret=True)
+        credential_id = str(row["credential_id"]) if row else None
+        if entry is not None and entry.credential_id == credential_id:
+            entry.checked_at = time.monotonic()
+            return entry.warehouse or shared
+        warehouse = await self._open(org_slug, row) if row is not None else None
+        await self._drop(org_slug)
+        self._entries[org_slug] = _Entry(time.monotonic(), credential_id, warehouse)
+        return warehouse or shared
+
+    async def _open(self, org_slug: str, row: dict[str, Any]) -> Warehouse:
+        blob = row.get("encrypted_credential")
+        if not blob:
+            raise ServiceError(f"the stored GCP credentials of {org_slug!r} are incomplete; store them again")
+        try:
+            info = json.loads(await decrypt_text(self._s.kms, str(blob), org_slug=org_slug, purpose=PURPOSE))
+        except DecryptionError:
+            raise DecryptionError(
+                f"the stored GCP credentials of {org_slug!r} could not be decrypted "
+                f"(stored with KMS key {row.get('kms_key_name')!r}?); store them again"
+            ) from None
+        if not isinstance(info, dict) or info.get("client_email") != row.get("principal"):
+            raise DecryptionError(f"the stored GCP credentials of {org_slug!r} do not match their record")
+        warehouse = self._s.warehouse.with_credentials(info)
+        await warehouse.start()
+        return warehouse
+
+    async def _drop(self, org_slug: str) -> None:
+        entry = self._entries.pop(org_slug, None)
+        if entry is not None and entry.warehouse is not None:
+            await entry.warehouse.close()
+
+    async def invalidate(self, org_slug: str) -> None:
+        """Forget the org's client (after its credentials changed here)."""
+        async with self._locks.hold(org_slug):
+            await self._drop(org_slug)
+
+    async def close(self) -> None:
+        for org_slug in list(self._entries):
+            await self._drop(org_slug)
