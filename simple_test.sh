@@ -12,6 +12,14 @@ local_tests() {
     python3 -m venv "$venv"
   fi
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
+  # The BigQuery emulator the suite runs the BigQuery backend against: its own venv (it pins its
+  # own DuckDB and sqlglot). BACKENDS=duckdb skips it.
+  if [[ "${BACKENDS:-duckdb,bigquery}" == *bigquery* ]]; then
+    if [ ! -x .venv-bq/bin/bqemulator ]; then
+      python3 -m venv .venv-bq
+    fi
+    .venv-bq/bin/pip install --quiet --disable-pip-version-check -r requirements-bqemulator.txt
+  fi
   echo "== ruff"
   "$venv/bin/ruff" check src tests benchmarks
   echo "== mypy"

@@ -361,3 +361,26 @@ def test_late_corrections_are_picked_up_by_a_rerun(backend: Backend, tmp_path: P
         assert runs == 1
     finally:
         srv.stop()
+
+
+def test_bigquery_tables_get_partitioning_clustering_and_labels(backend: Backend, api: Api) -> None:
+    """Read back through the official client what the service created on BigQuery."""
+    if backend.name != "bigquery":
+        pytest.skip("DuckDB has no partitions, clustering or dataset labels (capabilities say so)")
+    slug = unique_slug("bqmeta")
+    key = api.onboard(slug)
+    assert api.run_and_wait(slug, key, {"date": DEMO_END.isoformat()})["status"] == "COMPLETED"
+    project = api.server.env["GCP_PROJECT_ID"]
+    client = backend.client(project)  # type: ignore[attr-defined]
+    table = client.get_table(f"{project}.{slug}_local.gcp_billing_cost_daily")
+    assert table.time_partitioning.type_ == "DAY"
+    assert table.time_partitioning.field == "usage_date"
+    assert table.clustering_fields == ["project_id", "service_id", "sku_id"]
+    assert table.labels == {"managed-by": "convergence", "pipeline": "cost_billing"}
+    dataset = client.get_dataset(f"{project}.{slug}_local")
+    assert dataset.labels["org"] == slug
+    assert dataset.labels["managed-by"] == "convergence"
+    assert dataset.location == "US"
+    runs = client.get_table(f"{project}.organizations.org_meta_pipeline_runs")
+    assert runs.time_partitioning.field == "created_at"
+    assert runs.clustering_fields == ["org_slug", "status", "pipeline_id"]
