@@ -69,6 +69,7 @@ class CloudJsonFormatter(JsonFormatter):
         log_record["severity"] = record.levelname
         log_record["time"] = self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z"
         log_record.pop("levelname", None)
+        log_record.pop("color_message", None)  # uvicorn's ANSI-coloured copy of the message
         if record.exc_text:
             log_record["stack_trace"] = record.exc_text
         for key in ("request_id", "org_slug"):
