@@ -27,7 +27,7 @@ def key_file(name: str = "loader", project: str = "customer-proj", **overrides: 
     data: dict[str, Any] = {
         "type": "service_account",
         "project_id": project,
-        "private_key_id": hashlib.sha1(email.encode()).hexdigest(),  # noqa: S324 - an id, not security
+        "private_key_id": hashlib.sha1(email.encode()).hexdigest(),  # an id, not a security measure
         "private_key": _pem(email),
         "client_email": email,
         "client_id": str(int(hashlib.sha256(email.encode()).hexdigest()[:15], 16)),

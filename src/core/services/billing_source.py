@@ -44,13 +44,15 @@ async def check_billing_table(services: Services, table: str, *, org_slug: str) 
     repo = BillingExportRepository(wh)
     schema = export_schema(services.settings.configs_dir)
     try:
-        if not await wh.table_exists(ref):
-            raise ValidationFailedError(f"billing export table {ref} does not exist", code="billing_table_not_found")
+        exists = await wh.table_exists(ref)
+    except WarehouseAccessDeniedError:
+        raise await _access_denied(services, ref, org_slug) from None
+    if not exists:
+        raise ValidationFailedError(f"billing export table {ref} does not exist", code="billing_table_not_found")
+    try:
         await repo.check_shape(ref, schema)
     except WarehouseAccessDeniedError:
-        raise ValidationFailedError(
-            await _access_denied_message(services, ref, org_slug), code="billing_table_access_denied"
-        ) from None
+        raise await _access_denied(services, ref, org_slug) from None
     except (WarehouseNotFoundError, TerminalWarehouseError):
         misfits = await repo.misfit_columns(ref, schema)
         raise ValidationFailedError(
@@ -61,7 +63,7 @@ async def check_billing_table(services: Services, table: str, *, org_slug: str) 
     return ref
 
 
-async def _access_denied_message(services: Services, ref: TableRef, org_slug: str) -> str:
+async def _access_denied(services: Services, ref: TableRef, org_slug: str) -> ValidationFailedError:
     """The exact grant to make, naming the account that reads the export when it is known."""
     from src.core.services.credentials import active_principal
 
@@ -74,11 +76,12 @@ async def _access_denied_message(services: Services, ref: TableRef, org_slug: st
     else:
         who = "the service's account (its e-mail: ask the platform admin)"
     member = f"serviceAccount:{email or 'SERVICE_ACCOUNT_EMAIL'}"
-    return (
+    return ValidationFailedError(
         f"the service cannot read {ref} as {who}; grant it roles/bigquery.dataViewer on dataset "
         f"{ref.project}:{ref.dataset}: `bq add-iam-policy-binding --member={member} "
         f"--role=roles/bigquery.dataViewer {ref.project}:{ref.dataset}`, or in SQL: "
-        f'GRANT `roles/bigquery.dataViewer` ON SCHEMA `{ref.project}.{ref.dataset}` TO "{member}"'
+        f'GRANT `roles/bigquery.dataViewer` ON SCHEMA `{ref.project}.{ref.dataset}` TO "{member}"',
+        code="billing_table_access_denied",
     )
 
 
