@@ -121,6 +121,10 @@ def test_slack_payload_has_mentions_and_look() -> None:
     config = SlackConfig(text="{status}", mentions=("here", "U123ABC", "S9GROUP"), channel="#ops", icon_emoji=":x:")
     body = payload(config, {"status": "FAILED"})
     assert body == {"text": "<!here> <@U123ABC> <!subteam^S9GROUP> FAILED", "channel": "#ops", "icon_emoji": ":x:"}
+    hostile = payload(
+        SlackConfig(text="<{run_url}|run> {error}"), {"run_url": "https://x/r/1", "error": "<!channel> a&b"}
+    )
+    assert hostile["text"] == "<https://x/r/1|run> &lt;!channel&gt; a&amp;b"
     with pytest.raises(ValueError, match="mention"):
         SlackConfig(mentions=("@everyone; rm",))
 
@@ -221,3 +225,24 @@ def test_delivery_stops_at_a_permanent_failure() -> None:
 def test_email_config_needs_real_addresses() -> None:
     with pytest.raises(ValueError, match="email"):
         EmailConfig(to_emails=("not-an-address",))  # type: ignore[arg-type]
+
+
+def test_the_request_goes_to_the_checked_address_not_a_second_dns_answer() -> None:
+    import httpx
+
+    from src.core.notify.slack import PinnedTransport
+    from tests.notify_peers import WebhookSink
+
+    sink = WebhookSink()
+    try:
+
+        async def post() -> int:
+            # The host name does not resolve at all: only the pinned address can be used.
+            async with httpx.AsyncClient(transport=PinnedTransport("127.0.0.1"), trust_env=False) as client:
+                response = await client.post(f"http://pinned.invalid:{sink.port}/ok/x", json={"text": "hi"})
+                return response.status_code
+
+        assert asyncio.run(post()) == 200
+        assert sink.received("/ok/x") == [{"text": "hi"}]
+    finally:
+        sink.close()

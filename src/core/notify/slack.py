@@ -79,8 +79,14 @@ def _mention(name: str) -> str:
     return f"<!subteam^{name}>" if name.startswith("S") else f"<@{name}>"
 
 
+def _escape(value: str) -> str:
+    """Slack's control characters, so a value (an error message, say) cannot ping ``<!channel>``
+    or forge a link; the template's own markup is kept."""
+    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def payload(config: SlackConfig, values: Mapping[str, str]) -> dict[str, Any]:
-    text = render(config.text, values)
+    text = render(config.text, {name: _escape(value) for name, value in values.items()})
     if config.mentions:
         text = " ".join(_mention(m) for m in config.mentions) + " " + text
     body: dict[str, Any] = {"text": text}
