@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 
 from src.app.logging_setup import org_slug_var
 from src.core.errors import AuthenticationError, PermissionDeniedError, ServiceError, TooManyRequestsError
-from src.core.security.api_keys import hash_api_key, key_org
+from src.core.security.api_keys import ORG_SLUG_PATTERN, hash_api_key, key_org
 from src.core.security.key_cache import KeyIdentity
 from src.core.services.container import Services
 
@@ -148,3 +148,18 @@ def authorize_org(identity: Identity, org_slug: str) -> str:
 
 AdminDep = Annotated[Identity, Depends(require_admin)]
 CallerDep = Annotated[Identity, Depends(authenticate_request)]  # admin or any org key
+
+
+async def authorized_org(org_slug: Annotated[str, Path(pattern=ORG_SLUG_PATTERN)], identity: CallerDep) -> str:
+    """The path's org after authorization — a dependency, so another org's key gets 403 before
+    the body is validated (422)."""
+    return authorize_org(identity, org_slug)
+
+
+async def authorized_org_admin(org_slug: Annotated[str, Path(pattern=ORG_SLUG_PATTERN)], identity: AdminDep) -> str:
+    """The path's org on an admin-only route."""
+    return authorize_org(identity, org_slug)
+
+
+OrgDep = Annotated[str, Depends(authorized_org)]
+AdminOrgDep = Annotated[str, Depends(authorized_org_admin)]

@@ -6,16 +6,12 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Path, Query
 
-from src.app.dependencies.auth import AdminDep, authorize_org
+from src.app.dependencies.auth import AdminDep, AdminOrgDep
 from src.app.dependencies.services import ServicesDep
 from src.app.schemas.lifecycle import SubscriptionRequest, SuspendRequest
-from src.app.schemas.organizations import ORG_SLUG_PATTERN
 from src.core.services import keys, lifecycle
 
 router = APIRouter(prefix="/api/v1/admin/organizations", tags=["admin"])
-
-OrgSlug = Annotated[str, Path(pattern=ORG_SLUG_PATTERN)]
-
 
 @router.get("")
 async def list_organizations(
@@ -30,35 +26,27 @@ async def list_organizations(
 
 
 @router.put("/{org_slug}/subscription")
-async def change_subscription(
-    org_slug: OrgSlug, identity: AdminDep, services: ServicesDep, body: SubscriptionRequest
-) -> dict[str, Any]:
+async def change_subscription(org: AdminOrgDep, services: ServicesDep, body: SubscriptionRequest) -> dict[str, Any]:
     """Change the plan; its limits apply from the next run."""
-    return await lifecycle.change_plan(services, authorize_org(identity, org_slug), body.subscription_plan)
+    return await lifecycle.change_plan(services, org, body.subscription_plan)
 
 
 @router.post("/{org_slug}/suspend")
 async def suspend(
-    org_slug: OrgSlug,
-    identity: AdminDep,
-    services: ServicesDep,
-    body: SuspendRequest = Body(default_factory=SuspendRequest),
+    org: AdminOrgDep, services: ServicesDep, body: SuspendRequest = Body(default_factory=SuspendRequest)
 ) -> dict[str, Any]:
     """The org's keys get 403 and its pipelines cannot run; its data stays."""
-    return await lifecycle.set_status(services, authorize_org(identity, org_slug), suspend=True, reason=body.reason)
+    return await lifecycle.set_status(services, org, suspend=True, reason=body.reason)
 
 
 @router.post("/{org_slug}/reactivate")
-async def reactivate(org_slug: OrgSlug, identity: AdminDep, services: ServicesDep) -> dict[str, Any]:
-    return await lifecycle.set_status(services, authorize_org(identity, org_slug), suspend=False, reason=None)
+async def reactivate(org: AdminOrgDep, services: ServicesDep) -> dict[str, Any]:
+    return await lifecycle.set_status(services, org, suspend=False, reason=None)
 
 
 @router.delete("/{org_slug}/api-keys/{key_id}")
 async def revoke_api_key(
-    org_slug: OrgSlug,
-    key_id: Annotated[str, Path(pattern=r"^key_[0-9a-f]{16}$")],
-    identity: AdminDep,
-    services: ServicesDep,
+    org: AdminOrgDep, key_id: Annotated[str, Path(pattern=r"^key_[0-9a-f]{16}$")], services: ServicesDep
 ) -> dict[str, Any]:
     """Revoke one key without a replacement (effective at once on this instance)."""
-    return await keys.revoke_key(services, authorize_org(identity, org_slug), key_id)
+    return await keys.revoke_key(services, org, key_id)

@@ -8,23 +8,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 
-from src.app.dependencies.auth import CallerDep, authorize_org
+from src.app.dependencies.auth import OrgDep
 from src.app.dependencies.services import ServicesDep
 from src.app.schemas.credentials import MAX_KEY_FILE_BYTES, CredentialResponse, GcpServiceAccountKey
-from src.app.schemas.organizations import ORG_SLUG_PATTERN
 from src.core.errors import PayloadTooLargeError
 from src.core.services.credentials import get_gcp_credentials, revoke_gcp_credentials, store_gcp_credentials
 
 router = APIRouter(prefix="/api/v1/organizations", tags=["credentials"])
-
-
-async def _org(org_slug: Annotated[str, Path(pattern=ORG_SLUG_PATTERN)], identity: CallerDep) -> str:
-    return authorize_org(identity, org_slug)
-
-
-OrgDep = Annotated[str, Depends(_org)]
 
 
 async def _org_and_small_body(org: OrgDep, request: Request) -> str:

@@ -2,33 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Body, Path, Response
+from fastapi import APIRouter, Body, Response
 
-from src.app.dependencies.auth import CallerDep, authorize_org
+from src.app.dependencies.auth import CallerDep, OrgDep
 from src.app.dependencies.services import ServicesDep
 from src.app.schemas.lifecycle import RotateRequest
-from src.app.schemas.organizations import ORG_SLUG_PATTERN
 from src.core.services import keys
 from src.core.services.orgs import get_org
 from src.core.services.quotas import usage_report
 
 router = APIRouter(prefix="/api/v1/organizations", tags=["organizations"])
 
-OrgSlug = Annotated[str, Path(pattern=ORG_SLUG_PATTERN)]
-
-
 @router.post("/{org_slug}/api-keys/rotate")
 async def rotate(
-    org_slug: OrgSlug,
+    org: OrgDep,
     identity: CallerDep,
     services: ServicesDep,
     response: Response,
     body: RotateRequest = Body(default_factory=RotateRequest),
 ) -> dict[str, Any]:
     """A new key, returned once; the old one keeps working for ``grace_period_seconds``."""
-    org = authorize_org(identity, org_slug)
     await get_org(services, org)
     response.headers["Cache-Control"] = "no-store"
     created_by = "admin" if identity.is_admin else "org"
@@ -36,14 +31,13 @@ async def rotate(
 
 
 @router.get("/{org_slug}/api-keys")
-async def list_api_keys(org_slug: OrgSlug, identity: CallerDep, services: ServicesDep) -> dict[str, Any]:
-    org = authorize_org(identity, org_slug)
+async def list_api_keys(org: OrgDep, services: ServicesDep) -> dict[str, Any]:
     await get_org(services, org)
     rows = await keys.list_keys(services, org)
     return {"org_slug": org, "keys": rows, "count": len(rows)}
 
 
 @router.get("/{org_slug}/usage")
-async def usage(org_slug: OrgSlug, identity: CallerDep, services: ServicesDep) -> dict[str, Any]:
+async def usage(org: OrgDep, services: ServicesDep) -> dict[str, Any]:
     """Today's and this month's run counts against the plan's limits, and runs in progress."""
-    return await usage_report(services, authorize_org(identity, org_slug))
+    return await usage_report(services, org)

@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter
 
-from src.app.dependencies.auth import CallerDep, authorize_org
+from src.app.dependencies.auth import OrgDep
 from src.app.dependencies.services import ServicesDep
 from src.app.schemas.notifications import NotificationPreferencesRequest, NotificationPreferencesResponse
-from src.app.schemas.organizations import ORG_SLUG_PATTERN
 from src.core.services.notifications import get_preferences, set_preferences
 
 router = APIRouter(prefix="/api/v1/organizations", tags=["notifications"])
-
-
-async def _authorized_org(org_slug: Annotated[str, Path(pattern=ORG_SLUG_PATTERN)], identity: CallerDep) -> str:
-    # A dependency, so that another org's key gets 403 before its body is validated (422).
-    return authorize_org(identity, org_slug)
-
-
-OrgDep = Annotated[str, Depends(_authorized_org)]
 
 
 @router.get("/{org_slug}/notifications", response_model=NotificationPreferencesResponse)

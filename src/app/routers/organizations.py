@@ -3,13 +3,12 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query, Response, status
+from fastapi import APIRouter, Query, Response, status
 
-from src.app.dependencies.auth import AdminDep, CallerDep, authorize_org
+from src.app.dependencies.auth import AdminDep, OrgDep
 from src.app.dependencies.services import ServicesDep
 from src.app.logging_setup import org_slug_var
 from src.app.schemas.organizations import (
-    ORG_SLUG_PATTERN,
     BillingSourceRequest,
     DailyCostsResponse,
     DryRunResponse,
@@ -22,8 +21,6 @@ from src.core.services.orgs import daily_costs, get_org
 from src.core.services.setup import SetupService
 
 router = APIRouter(prefix="/api/v1/organizations", tags=["organizations"])
-
-OrgSlug = Annotated[str, Path(pattern=ORG_SLUG_PATTERN)]
 
 
 @router.post("/dryrun", response_model=DryRunResponse)
@@ -42,30 +39,25 @@ async def onboard(_: AdminDep, services: ServicesDep, body: OnboardRequest, resp
 
 
 @router.get("/{org_slug}", response_model=OrgResponse)
-async def organization(org_slug: OrgSlug, identity: CallerDep, services: ServicesDep) -> dict[str, Any]:
+async def organization(org: OrgDep, services: ServicesDep) -> dict[str, Any]:
     """Profile, plan and limits (never key material). Admin key or the org's own key."""
-    return await get_org(services, authorize_org(identity, org_slug))
+    return await get_org(services, org)
 
 
 @router.put("/{org_slug}/billing-source")
-async def billing_source(
-    org_slug: OrgSlug, identity: CallerDep, services: ServicesDep, body: BillingSourceRequest
-) -> dict[str, Any]:
+async def billing_source(org: OrgDep, services: ServicesDep, body: BillingSourceRequest) -> dict[str, Any]:
     """Set (or clear with null) where the org's GCP billing export lives; the table is checked first."""
-    org = authorize_org(identity, org_slug)
     await get_org(services, org)
     return await set_billing_source(services, org, body.billing_export_table)
 
 
 @router.get("/{org_slug}/costs/daily", response_model=DailyCostsResponse)
 async def costs_daily(
-    org_slug: OrgSlug,
-    identity: CallerDep,
+    org: OrgDep,
     services: ServicesDep,
     start_date: date,
     end_date: date,
     group_by: Annotated[Literal["service", "project", "sku"] | None, Query()] = None,
 ) -> dict[str, Any]:
     """Gross cost, credits and net cost per UTC day (optionally per service, project or SKU)."""
-    org = authorize_org(identity, org_slug)
     return await daily_costs(services, org, start=start_date, end=end_date, group_by=group_by)

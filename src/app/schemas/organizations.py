@@ -7,7 +7,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
-ORG_SLUG_PATTERN = r"^[a-z0-9_]{3,50}$"
+from src.core.security.api_keys import ORG_SLUG_PATTERN
+
+__all__ = ["ORG_SLUG_PATTERN"]
 TABLE_PATTERN = r"^[a-z][a-z0-9\-]{4,61}[a-z0-9]\.[A-Za-z_][A-Za-z0-9_]{0,1023}\.[A-Za-z_][A-Za-z0-9_]{0,1023}$"
 
 

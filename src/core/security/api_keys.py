@@ -7,7 +7,8 @@ import re
 import secrets
 import string
 
-ORG_SLUG_RE = re.compile(r"^[a-z0-9_]{3,50}$")
+ORG_SLUG_PATTERN = r"^[a-z0-9_]{3,50}$"  # lowercase letters, digits, underscore; 3-50
+ORG_SLUG_RE = re.compile(ORG_SLUG_PATTERN)
 _KEY_RE = re.compile(r"^(?P<org>[a-z0-9_]{3,50})_api_(?P<secret>[A-Za-z0-9]{16})$")
 _ALPHABET = string.ascii_letters + string.digits
 
