@@ -86,6 +86,19 @@ class Settings(BaseSettings):
         None, description="Local only: billing export used by orgs that set none (default: the demo table)."
     )
 
+    # --- scheduler and work queue (src/core/services/scheduler.py) ---
+    scheduler_loop_enabled: bool | None = Field(
+        None, description="In-process trigger + worker loop; unset = on in development only."
+    )
+    scheduler_loop_interval_seconds: float = Field(30.0, gt=0, description="Pause between two loop rounds.")
+    scheduler_workers: int = Field(2, ge=1, le=32, description="Queue items one process runs at once.")
+    scheduler_process_default_items: int = Field(10, ge=1, description="process-queue without max_items.")
+    scheduler_process_max_items: int = Field(100, ge=1, description="Cap on process-queue's max_items.")
+    queue_lease_seconds: float = Field(300.0, gt=0, description="A claimed item is reclaimable after this.")
+    queue_backoff_base_seconds: float = Field(60.0, ge=0, description="First retry delay (doubles per attempt).")
+    queue_backoff_max_seconds: float = Field(3600.0, ge=0)
+    schedule_default_max_attempts: int = Field(3, ge=1, le=10)
+
     # --- HTTP ---
     max_request_body_bytes: int = Field(1024 * 1024, ge=1024)
     public_base_url: str = Field("http://127.0.0.1:8000", description="Used in links sent to users.")
@@ -125,6 +138,10 @@ class Settings(BaseSettings):
     @property
     def is_local(self) -> bool:
         return self.environment == "development"
+
+    @property
+    def scheduler_loop_on(self) -> bool:
+        return self.is_local if self.scheduler_loop_enabled is None else self.scheduler_loop_enabled
 
     @property
     def dataset_suffix(self) -> str:

@@ -19,7 +19,18 @@ from src.app.config import Settings
 from src.app.dependencies.auth import authenticate_request
 from src.app.logging_setup import configure_logging
 from src.app.middleware import RequestContextMiddleware
-from src.app.routers import admin, admin_orgs, credentials, health, keys, notifications, organizations, pipelines
+from src.app.routers import (
+    admin,
+    admin_orgs,
+    credentials,
+    health,
+    keys,
+    notifications,
+    organizations,
+    pipelines,
+    scheduler,
+    schedules,
+)
 from src.core.errors import WarehouseError, WarehouseNotFoundError
 
 log = logging.getLogger("convergence")
@@ -45,6 +56,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     except WarehouseError as exc:
         log.error("could not recover orphaned runs at start-up", extra={"error": exc.message})
     services.run_service.start_heartbeat()
+    services.scheduler.start_loop()  # SCHEDULER_LOOP_ENABLED (on by default in development)
     log.info(
         "service started",
         extra={
@@ -56,6 +68,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        await services.scheduler.stop()
         await services.run_service.shutdown()
         await services.org_warehouses.close()
         await services.kms.close()
@@ -93,6 +106,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     exception_handlers.install(app)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_request_body_bytes)
-    for module in (health, admin, admin_orgs, organizations, credentials, keys, notifications, pipelines):
+    for module in (
+        health,
+        admin,
+        admin_orgs,
+        organizations,
+        credentials,
+        keys,
+        notifications,
+        pipelines,
+        schedules,
+        scheduler,
+    ):
         app.include_router(module.router)
     return app

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from src.core.pipeline.executor import PipelineExecutor
     from src.core.services.credentials import OrgWarehouses
     from src.core.services.runs import RunService
+    from src.core.services.scheduler import SchedulerService
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class Services:
     bootstrapped: bool = False  # all central tables seen to exist (see org_checks.missing_central_tables)
     executor: PipelineExecutor = field(init=False)
     run_service: RunService = field(init=False)
+    scheduler: SchedulerService = field(init=False)  # schedules, work queue, trigger and workers
     org_warehouses: OrgWarehouses = field(init=False)  # the warehouse for an org's tenant queries
 
 
@@ -63,6 +65,7 @@ def build_services(settings: Settings) -> Services:
     from src.core.pipeline.executor import PipelineExecutor
     from src.core.services.credentials import OrgWarehouses
     from src.core.services.runs import RunService
+    from src.core.services.scheduler import SchedulerService
 
     registry = ProcessorRegistry()
     validate_all(settings.configs_dir, registry)
@@ -91,6 +94,7 @@ def build_services(settings: Settings) -> Services:
     )
     services.executor = PipelineExecutor(registry=registry, services=services)
     services.run_service = RunService(services)
+    services.scheduler = SchedulerService(services, retry=retry)
     services.org_warehouses = OrgWarehouses(services, ttl_seconds=settings.key_cache_ttl_seconds)
     return services
 

@@ -258,6 +258,14 @@ class RunService:
             await asyncio.gather(*tasks, return_exceptions=True)
         await self._notifier.close()
 
+    async def wait_finished(self, run_id: str, timeout: float | None = None) -> bool:
+        """Wait (without cancelling it) for a run this process started; False if still going after ``timeout``."""
+        task = self._tasks.get(run_id)
+        if task is None:
+            return True
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+        return bool(done)
+
     async def wait_idle(self) -> None:
         """Wait for the runs of this process (tests, shutdown)."""
         while self._tasks:

@@ -106,15 +106,15 @@ class RunRepository:
         return Admission(False, await self.find_overlap(run))
 
     async def mark_running(self, run: RunInfo, owner: str) -> bool:
-        changed = await self._wh.execute(
-            f"""
+        sql = f"""
             UPDATE {self._runs}
             SET status = 'RUNNING', started_at = CURRENT_TIMESTAMP(), heartbeat_at = CURRENT_TIMESTAMP(),
                 owner_instance = @owner
             WHERE pipeline_logging_id = @id AND org_slug = @org_slug AND status = 'PENDING'
-            """,
-            {"id": run.pipeline_logging_id, "org_slug": run.org_slug, "owner": owner},
-        )
+        """
+        params = {"id": run.pipeline_logging_id, "org_slug": run.org_slug, "owner": owner}
+        # Guarded, so safe to retry after a conflict (e.g. with the heartbeat touching the same row).
+        changed = await with_retries(lambda: self._wh.execute(sql, params), what="mark running", policy=self._retry)
         return changed == 1
 
     async def finish(

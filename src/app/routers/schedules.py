@@ -1,0 +1,85 @@
+"""An organization's pipeline schedules (admin key or the org's key)."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query, status
+
+from src.app.dependencies.auth import CallerDep, authorize_org
+from src.app.dependencies.services import ServicesDep
+from src.app.schemas.organizations import ORG_SLUG_PATTERN
+from src.app.schemas.schedules import (
+    SCHEDULE_ID_PATTERN,
+    ScheduleCreateRequest,
+    ScheduleListResponse,
+    ScheduleResponse,
+    ScheduleUpdateRequest,
+)
+from src.core.errors import NotFoundError
+from src.core.services import schedules as service
+
+router = APIRouter(prefix="/api/v1/organizations", tags=["schedules"])
+
+
+async def _authorized_org(org_slug: Annotated[str, Path(pattern=ORG_SLUG_PATTERN)], identity: CallerDep) -> str:
+    # A dependency, so that another org's key gets 403 before its body is validated (422).
+    return authorize_org(identity, org_slug)
+
+
+OrgDep = Annotated[str, Depends(_authorized_org)]
+# Any other shape cannot be a schedule id: 404, like an id of another org.
+ScheduleId = Annotated[str, Path(max_length=64)]
+
+
+def _schedule_id(schedule_id: str) -> str:
+    if not re.fullmatch(SCHEDULE_ID_PATTERN, schedule_id):
+        raise NotFoundError(f"schedule {schedule_id!r} not found", code="schedule_not_found")
+    return schedule_id
+
+
+@router.post("/{org_slug}/schedules", status_code=status.HTTP_201_CREATED, response_model=ScheduleResponse)
+async def create_schedule(org: OrgDep, services: ServicesDep, body: ScheduleCreateRequest) -> dict[str, Any]:
+    """Schedule an org-runnable pipeline: cron (five fields) in an IANA time zone, the pipeline's
+    parameters with a relative window, attempts per due time. Unknown pipeline -> 404; bad cron,
+    zone or parameters -> 422."""
+    return await service.create_schedule(services, org, **body.model_dump())
+
+
+@router.get("/{org_slug}/schedules", response_model=ScheduleListResponse)
+async def list_schedules(org: OrgDep, services: ServicesDep) -> dict[str, Any]:
+    """The org's schedules with their next due time and their last run."""
+    schedules = await service.list_schedules(services, org)
+    return {"schedules": schedules, "count": len(schedules)}
+
+
+@router.get("/{org_slug}/schedules/{schedule_id}", response_model=ScheduleResponse)
+async def get_schedule(org: OrgDep, schedule_id: ScheduleId, services: ServicesDep) -> dict[str, Any]:
+    return await service.get_schedule(services, org, _schedule_id(schedule_id))
+
+
+@router.patch("/{org_slug}/schedules/{schedule_id}", response_model=ScheduleResponse)
+async def update_schedule(
+    org: OrgDep, schedule_id: ScheduleId, services: ServicesDep, body: ScheduleUpdateRequest
+) -> dict[str, Any]:
+    """Change fields; ``{"is_active": false}`` pauses (waiting items are cancelled), ``true`` resumes."""
+    changes = body.model_dump(exclude_unset=True)
+    return await service.update_schedule(services, org, _schedule_id(schedule_id), changes)
+
+
+@router.delete("/{org_slug}/schedules/{schedule_id}")
+async def delete_schedule(org: OrgDep, schedule_id: ScheduleId, services: ServicesDep) -> dict[str, Any]:
+    """Delete the schedule; its waiting queue items are cancelled, its history stays."""
+    return await service.delete_schedule(services, org, _schedule_id(schedule_id))
+
+
+@router.get("/{org_slug}/schedules/{schedule_id}/runs")
+async def schedule_runs(
+    org: OrgDep,
+    schedule_id: ScheduleId,
+    services: ServicesDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> dict[str, Any]:
+    """The schedule's queue items, newest due time first: state, attempts, last error, run id."""
+    return await service.schedule_items(services, org, _schedule_id(schedule_id), limit)

@@ -1,0 +1,400 @@
+"""The scheduler: due schedules become queue items; workers claim items and run them.
+
+Trigger (``POST /api/v1/scheduler/trigger``, Cloud Scheduler every few minutes, or the local loop):
+for each active schedule whose ``next_run_time`` has come, the due time is recorded once in
+``org_scheduled_pipeline_runs`` (a MERGE keyed by schedule and due time), its queue item is inserted
+once (a MERGE keyed by an id derived from the same pair) and the schedule moves on with
+``UPDATE … WHERE next_run_time = @seen``. Any number of triggers may run at once; a due time is
+enqueued once. Catch-up rule: after an outage only the latest missed due time is enqueued (once) and
+``next_run_time`` becomes the first due time in the future. The window of the run (``yesterday``,
+``last_N_days``) is resolved from the due time (UTC) at enqueue time.
+
+Queue item states (``org_pipeline_execution_queue.state``), every change one guarded statement::
+
+    QUEUED ─┐          ┌─ a run of an earlier attempt COMPLETED ──────────► COMPLETED (no new run)
+    RETRY  ─┼─claim──► RUNNING ─ run COMPLETED ─────────────────────────────► COMPLETED
+            │          │  ─ run FAILED / 409 / 5xx, attempts left ──────────► RETRY  (next_attempt_at = backoff)
+            │          │  ─ the same, no attempts left; or 403 / 404 / 422 ─► FAILED (last_error)
+            │          │  ─ quota 429 ──────────────────► RETRY (at the quota's reset; attempt refunded)
+            │          │  ─ a run of an earlier attempt still active ──────► RETRY (backoff; refunded)
+            │          │  ─ schedule paused or deleted ─────────────────────► CANCELLED
+            └─claim────┘  lease expired (its worker died): claimed again, next attempt, new owner
+    QUEUED | RETRY ─ schedule paused or deleted ─► CANCELLED
+
+COMPLETED, FAILED and CANCELLED are final. Checking the item's runs before starting one means a
+worker that dies (or stalls past its lease) after its run ended never causes a second run, and two
+attempts of one item never run side by side (the run admission's 409 covers the rest of the race).
+
+A claim is ``UPDATE … SET state = 'RUNNING', lease_owner = @me, lease_expires_at = … WHERE
+queue_item_id = @id AND (waiting and due, or RUNNING with an expired lease)``: affected rows == 1
+means this worker owns the attempt; every later write is guarded by ``lease_owner = @me``. While its
+run goes on, the worker renews the lease every third of ``QUEUE_LEASE_SECONDS``. Each attempt is a
+normal run through ``RunService.start`` (quotas, 409, run and step logs, notifications) with
+``trigger_by = "scheduler"``, ``schedule_id`` and ``queue_item_id``; the worker waits for the run's
+final status. Backoff: ``QUEUE_BACKOFF_BASE_SECONDS * 2^(attempt-1)``, at most
+``QUEUE_BACKOFF_MAX_SECONDS``. Scheduled runs count against quotas like any accepted run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import random
+import secrets
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from src.core.engine.base import RetryPolicy
+from src.core.engine.repositories.queue import QueueRepository
+from src.core.engine.repositories.schedules import ScheduleRepository
+from src.core.errors import (
+    ConflictError,
+    NotFoundError,
+    ServiceError,
+    TooManyRequestsError,
+    WarehouseNotFoundError,
+)
+from src.core.services.cron import check_cron, check_timezone, latest_due, next_due
+from src.core.services.runs import Caller
+from src.core.services.schedules import run_parameters
+
+if TYPE_CHECKING:
+    from src.core.services.container import Services
+
+log = logging.getLogger(__name__)
+
+STATES = ("QUEUED", "RUNNING", "RETRY", "COMPLETED", "FAILED", "CANCELLED")
+TRIGGER_BATCH = 500  # due schedules handled per trigger call (the rest on the next call)
+CANDIDATES = 20  # claim candidates read per attempt
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def due_key(schedule_id: str, due_time: datetime) -> str:
+    """The same id for the same (schedule, due time), on every instance."""
+    text = f"{schedule_id}|{due_time.astimezone(UTC).isoformat()}"
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    queue_item_id: str
+    state: str
+    attempts: int
+    pipeline_logging_id: str | None = None
+    error: str | None = None
+
+
+class SchedulerService:
+    def __init__(self, services: Services, *, retry: RetryPolicy) -> None:
+        self._s = services
+        self.schedules = ScheduleRepository(services.warehouse, services.catalog, retry=retry)
+        self.queue = QueueRepository(services.warehouse, services.catalog, retry=retry)
+        self.last_trigger_at: datetime | None = None
+        self._loop_task: asyncio.Task[None] | None = None
+        self._ready = False
+
+    # --- trigger -------------------------------------------------------------------------------
+    async def trigger(self) -> dict[str, Any]:
+        """Enqueue every due schedule once (see the module docstring)."""
+        async with self._s.locks.hold("scheduler:trigger"):  # one at a time per instance; others are guarded
+            now = _now()
+            due = await self.schedules.due(now, TRIGGER_BATCH)
+            enqueued: list[dict[str, Any]] = []
+            failed = 0
+            for schedule in due:
+                try:
+                    item = await self._enqueue_due(schedule, now)
+                except ServiceError as exc:
+                    failed += 1
+                    log.error(
+                        "could not enqueue a due schedule",
+                        extra={"schedule_id": schedule["schedule_id"], "org_slug": schedule["org_slug"],
+                               "error": exc.message},
+                    )  # fmt: skip
+                    continue
+                if item is not None:
+                    enqueued.append(item)
+            self.last_trigger_at = now
+        if enqueued:
+            log.info("scheduler enqueued due schedules", extra={"count": len(enqueued)})
+        return {"due": len(due), "enqueued": len(enqueued), "failed": failed, "items": enqueued, "at": now}
+
+    async def _enqueue_due(self, schedule: dict[str, Any], now: datetime) -> dict[str, Any] | None:
+        schedule_id, org_slug = schedule["schedule_id"], schedule["org_slug"]
+        cron, zone = check_cron(schedule["cron_expression"]), check_timezone(schedule["timezone"])
+        seen: datetime = schedule["next_run_time"]
+        due_time = latest_due(cron, zone, seen=seen, now=now)
+        stored = json.loads(schedule["parameters"]) if schedule["parameters"] else {}
+        params = run_parameters(stored, due_time)
+        key = due_key(schedule_id, due_time)
+        item_id = f"q_{key}"
+        await self.schedules.record_due(
+            {
+                "scheduled_run_id": f"sr_{key}",
+                "schedule_id": schedule_id,
+                "org_slug": org_slug,
+                "pipeline_path": schedule["pipeline_path"],
+                "due_time": due_time,
+                "queue_item_id": item_id,
+                "status": "ENQUEUED",
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+        inserted = await self.queue.enqueue(
+            {
+                "queue_item_id": item_id,
+                "org_slug": org_slug,
+                "schedule_id": schedule_id,
+                "pipeline_path": schedule["pipeline_path"],
+                "parameters": json.dumps(params, sort_keys=True, separators=(",", ":")),
+                "due_time": due_time,
+                "state": "QUEUED",
+                "priority": 0,
+                "attempts": 0,
+                "max_attempts": schedule["max_attempts"] or self._s.settings.schedule_default_max_attempts,
+                "next_attempt_at": now,
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+        await self.schedules.advance(
+            org_slug, schedule_id, seen=seen, due=due_time, next_time=next_due(cron, zone, now)
+        )
+        if not inserted:
+            return None
+        return {"queue_item_id": item_id, "schedule_id": schedule_id, "org_slug": org_slug, "due_time": due_time}
+
+    # --- workers -------------------------------------------------------------------------------
+    async def process(self, max_items: int) -> dict[str, Any]:
+        """Claim and run up to ``max_items`` items with ``SCHEDULER_WORKERS`` workers; answers when
+        their attempts have ended."""
+        budget = max_items
+        outcomes: list[Outcome] = []
+
+        async def worker(number: int) -> None:
+            nonlocal budget
+            name = f"{self._s.settings.instance_id}/w{number}"
+            while budget > 0:
+                budget -= 1
+                outcome = await self._claim_and_run(name)
+                if outcome is None:
+                    budget += 1
+                    return
+                outcomes.append(outcome)
+
+        workers = min(self._s.settings.scheduler_workers, max_items)
+        await asyncio.gather(*(worker(n) for n in range(1, workers + 1)))
+        by_state = dict(Counter(o.state for o in outcomes))  # LOST: the lease changed hands mid-attempt
+        return {
+            "processed": len(outcomes),
+            "by_state": by_state,
+            "items": [
+                {
+                    "queue_item_id": o.queue_item_id,
+                    "state": o.state,
+                    "attempts": o.attempts,
+                    "pipeline_logging_id": o.pipeline_logging_id,
+                    "error": o.error,
+                }
+                for o in outcomes
+            ],
+        }
+
+    async def _claim_and_run(self, worker: str) -> Outcome | None:
+        """Claim one item and run its attempt; None when there is nothing to claim."""
+        lease = timedelta(seconds=self._s.settings.queue_lease_seconds)
+        for _ in range(3):  # other workers may take every candidate we saw: look again, a few times
+            candidates = await self.queue.candidates(_now(), CANDIDATES)
+            if not candidates:
+                return None
+            # Spread workers over the candidates (best priority first) so they rarely race for one item.
+            random.shuffle(candidates)
+            candidates.sort(key=lambda c: -int(c["priority"]))
+            for candidate in candidates:
+                owner = f"{worker}/{secrets.token_hex(4)}"
+                now = _now()
+                if await self.queue.claim(candidate["queue_item_id"], owner=owner, now=now, lease_until=now + lease):
+                    item = await self.queue.claimed(candidate["queue_item_id"], owner)
+                    if item is not None:  # None: lost again at once (a lease shorter than a round trip)
+                        return await self._attempt(item, owner)
+        return None
+
+    async def _attempt(self, item: dict[str, Any], owner: str) -> Outcome:
+        schedule_id = item["schedule_id"]
+        attempts = int(item["attempts"] or 0)
+        max_attempts = int(item["max_attempts"] or self._s.settings.schedule_default_max_attempts)
+        if item["completed_run_id"]:  # an earlier attempt's run completed; its worker did not get to say so
+            return await self._end(item, owner, "COMPLETED", None, run_id=item["completed_run_id"])
+        if item["active_run_id"]:  # an earlier attempt's run is still going: never a second one beside it
+            error = f"the run {item['active_run_id']} of an earlier attempt is still active"
+            return await self._end(item, owner, "RETRY", error, next_at=self._backoff(attempts), refund=True)
+        if attempts > max_attempts:  # the last allowed attempt's worker was lost
+            return await self._end(item, owner, "FAILED", f"gave up after {max_attempts} attempts (worker lost)")
+        if schedule_id is not None and not item["schedule_active"]:
+            reason = "schedule deleted" if item["schedule_active"] is None else "schedule paused"
+            return await self._end(item, owner, "CANCELLED", reason)
+        try:
+            started = await self._start_run(item)
+        except TooManyRequestsError as exc:  # a quota: wait for its reset, do not spend an attempt
+            wait = _retry_after(exc, self._s.settings.quota_retry_after_seconds)
+            return await self._end(
+                item, owner, "RETRY", f"429 {exc.code}: {exc.message}", next_at=_now() + wait, refund=True
+            )
+        except ServiceError as exc:
+            error = f"{exc.status_code} {exc.code}: {exc.message}"
+            if exc.status_code < 500 and not isinstance(exc, ConflictError):  # 403/404/422: will not get better
+                return await self._end(item, owner, "FAILED", error)
+            return await self._retry_or_fail(item, owner, error, None)
+        except Exception as exc:  # an unexpected bug must not make the item spin: back off like a failure
+            log.exception("scheduled run could not start", extra={"queue_item_id": item["queue_item_id"]})
+            return await self._retry_or_fail(item, owner, f"internal error: {type(exc).__name__}", None)
+        run_id = started["pipeline_logging_id"]
+        finished = await self._wait_for_run(item, owner, run_id)
+        if finished is None:
+            return Outcome(item["queue_item_id"], "LOST", attempts, run_id, "lease lost while the run went on")
+        status, run_error = finished
+        if status == "COMPLETED":
+            return await self._end(item, owner, "COMPLETED", None, run_id=run_id)
+        return await self._retry_or_fail(item, owner, f"run {run_id} ended {status}: {run_error or 'no error'}", run_id)
+
+    async def _start_run(self, item: dict[str, Any]) -> dict[str, Any]:
+        parts = str(item["pipeline_path"]).split("/")
+        if len(parts) != 3:
+            raise NotFoundError(f"no runnable pipeline {item['pipeline_path']!r}", code="pipeline_not_found")
+        pipeline = self._s.store.runnable(*parts)
+        return await self._s.run_service.start(
+            pipeline,
+            caller=Caller(org_slug=item["org_slug"]),
+            params=json.loads(item["parameters"]) if item["parameters"] else {},
+            trigger_by="scheduler",
+            schedule_id=item["schedule_id"],
+            queue_item_id=item["queue_item_id"],
+        )
+
+    async def _wait_for_run(self, item: dict[str, Any], owner: str, run_id: str) -> tuple[str, str | None] | None:
+        """The run's final (status, error); None if this worker lost the item's lease meanwhile."""
+        lease = self._s.settings.queue_lease_seconds
+        while not await self._s.run_service.wait_finished(run_id, timeout=lease / 3):
+            until = _now() + timedelta(seconds=lease)
+            if not await self.queue.renew(item["queue_item_id"], owner=owner, lease_until=until):
+                log.warning("lost the lease of a queue item", extra={"queue_item_id": item["queue_item_id"]})
+                return None
+        run = await self._s.runs.get(run_id, item["org_slug"])
+        if run is None:
+            return "FAILED", "run row not found"
+        return str(run["status"]), run.get("error_message")
+
+    async def _retry_or_fail(self, item: dict[str, Any], owner: str, error: str, run_id: str | None) -> Outcome:
+        attempts = int(item["attempts"] or 0)
+        max_attempts = int(item["max_attempts"] or self._s.settings.schedule_default_max_attempts)
+        if attempts >= max_attempts:
+            return await self._end(
+                item, owner, "FAILED", f"attempt {attempts} of {max_attempts}: {error}", run_id=run_id
+            )
+        return await self._end(
+            item, owner, "RETRY", f"attempt {attempts} of {max_attempts}: {error}", run_id=run_id,
+            next_at=self._backoff(attempts),
+        )  # fmt: skip
+
+    def _backoff(self, attempts: int) -> datetime:
+        s = self._s.settings
+        delay = min(s.queue_backoff_max_seconds, s.queue_backoff_base_seconds * 2 ** max(attempts - 1, 0))
+        return _now() + timedelta(seconds=delay)
+
+    async def _end(
+        self,
+        item: dict[str, Any],
+        owner: str,
+        state: str,
+        error: str | None,
+        *,
+        run_id: str | None = None,
+        next_at: datetime | None = None,
+        refund: bool = False,
+    ) -> Outcome:
+        item_id, org_slug = item["queue_item_id"], item["org_slug"]
+        attempts = int(item["attempts"] or 0) - int(refund)
+        ended = await self.queue.finish(
+            item_id, owner=owner, state=state, error=error, run_id=run_id, next_attempt_at=next_at,
+            refund_attempt=refund,
+        )  # fmt: skip
+        if not ended:
+            log.warning("queue item changed hands before its attempt ended", extra={"queue_item_id": item_id})
+            return Outcome(item_id, "LOST", attempts, run_id, error)
+        log.info(
+            "queue item attempt ended",
+            extra={"queue_item_id": item_id, "org_slug": org_slug, "state": state, "attempts": attempts,
+                   "pipeline_logging_id": run_id, "error": error},
+        )  # fmt: skip
+        if item["schedule_id"] is not None:
+            try:
+                await self.schedules.set_due_status(org_slug, item_id, status=state, run_id=run_id)
+                await self.schedules.record_outcome(org_slug, item["schedule_id"], status=state, run_id=run_id)
+            except ServiceError as exc:  # bookkeeping only: the item's own state is already written
+                log.warning("could not record a schedule's outcome", extra={"error": exc.message})
+        return Outcome(item_id, state, attempts, run_id, error)
+
+    # --- status --------------------------------------------------------------------------------
+    async def status(self) -> dict[str, Any]:
+        now = _now()
+        counts, oldest_age = await self.queue.depth(now)
+        schedules = await self.schedules.counts()
+        s = self._s.settings
+        return {
+            "queue": {state: counts.get(state, 0) for state in STATES},
+            "oldest_waiting_age_seconds": round(oldest_age, 3) if oldest_age is not None else None,
+            "last_trigger_at": self.last_trigger_at,
+            "last_enqueued_at": schedules.get("last_enqueued_at"),
+            "schedules": {"active": int(schedules.get("active") or 0), "paused": int(schedules.get("paused") or 0)},
+            "loop": {"enabled": s.scheduler_loop_on, "interval_seconds": s.scheduler_loop_interval_seconds},
+            "instance_id": s.instance_id,
+        }
+
+    # --- the in-process loop (development, or a single always-on instance) ------------------------
+    def start_loop(self) -> None:
+        if self._s.settings.scheduler_loop_on and self._loop_task is None:
+            self._loop_task = asyncio.create_task(self._loop(), name="scheduler-loop")
+
+    async def stop(self) -> None:
+        task, self._loop_task = self._loop_task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _loop(self) -> None:
+        settings = self._s.settings
+        while True:
+            try:
+                if await self._bootstrapped():
+                    await self.trigger()
+                    await self.process(settings.scheduler_process_max_items)
+            except asyncio.CancelledError:
+                raise
+            except WarehouseNotFoundError:
+                self._ready = False  # the central tables went away (a forced re-bootstrap)
+            except Exception:  # the loop must outlive any one bad round
+                log.exception("scheduler loop round failed")
+            await asyncio.sleep(settings.scheduler_loop_interval_seconds)
+
+    async def _bootstrapped(self) -> bool:
+        if not self._ready:
+            wh, cat = self._s.warehouse, self._s.catalog
+            names = ("org_pipeline_configs", "org_scheduled_pipeline_runs", "org_pipeline_execution_queue")
+            self._ready = all([await wh.table_exists(cat.ref(n)) for n in names])
+        return self._ready
+
+
+def _retry_after(exc: TooManyRequestsError, default: int) -> timedelta:
+    try:
+        seconds = int(exc.headers.get("Retry-After", default))
+    except ValueError:
+        seconds = default
+    return timedelta(seconds=max(1, seconds))
