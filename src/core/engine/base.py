@@ -152,8 +152,12 @@ class Warehouse(ABC):
     async def drop_table(self, ref: TableRef) -> None: ...
 
     @abstractmethod
+    async def dataset_columns(self, dataset: str) -> dict[str, list[str]]:
+        """Top-level column names of every table in ``dataset``, in order (one catalog query)."""
+
     async def table_columns(self, ref: TableRef) -> list[str]:
         """Top-level column names, in order."""
+        return (await self.dataset_columns(ref.dataset)).get(ref.table, [])
 
     @abstractmethod
     async def add_columns(self, ref: TableRef, fields: Sequence[SchemaField]) -> None:

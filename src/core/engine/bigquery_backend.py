@@ -402,13 +402,15 @@ class BigQueryWarehouse(Warehouse):
     async def drop_table(self, ref: TableRef) -> None:
         await self._call(lambda: self.client.delete_table(str(ref), not_found_ok=True, retry=self._retry))
 
-    async def table_columns(self, ref: TableRef) -> list[str]:
+    async def dataset_columns(self, dataset: str) -> dict[str, list[str]]:
         rows = await self.query(
-            f"SELECT column_name FROM `{ref.project}.{ref.dataset}`.INFORMATION_SCHEMA.COLUMNS "
-            "WHERE table_name = @table ORDER BY ordinal_position",
-            {"table": ref.table},
+            f"SELECT table_name, column_name FROM `{self._dataset_id(dataset)}`.INFORMATION_SCHEMA.COLUMNS "
+            "ORDER BY table_name, ordinal_position"
         )
-        return [str(r["column_name"]) for r in rows]
+        columns: dict[str, list[str]] = {}
+        for row in rows:
+            columns.setdefault(str(row["table_name"]), []).append(str(row["column_name"]))
+        return columns
 
     async def add_columns(self, ref: TableRef, fields: Sequence[SchemaField]) -> None:
         for field in fields:

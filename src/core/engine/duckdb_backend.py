@@ -303,15 +303,17 @@ class DuckDBWarehouse(Warehouse):
     async def drop_table(self, ref: TableRef) -> None:
         await self._fetch(f"DROP TABLE IF EXISTS {self._table_sql(ref)}")
 
-    async def table_columns(self, ref: TableRef) -> list[str]:
+    async def dataset_columns(self, dataset: str) -> dict[str, list[str]]:
         rows = await self._fetch(
-            "SELECT column_name FROM information_schema.columns "
-            "WHERE table_catalog = ? AND table_schema = ? AND table_name = ? ORDER BY ordinal_position",
-            ref.project,
-            ref.dataset,
-            ref.table,
+            "SELECT table_name, column_name FROM information_schema.columns "
+            "WHERE table_catalog = ? AND table_schema = ? ORDER BY table_name, ordinal_position",
+            self.project,
+            check_identifier("dataset", dataset),
         )
-        return [r[0] for r in rows]
+        columns: dict[str, list[str]] = {}
+        for table, column in rows:
+            columns.setdefault(table, []).append(column)
+        return columns
 
     async def add_columns(self, ref: TableRef, fields: Sequence[SchemaField]) -> None:
         for field in fields:

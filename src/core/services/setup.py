@@ -78,10 +78,11 @@ class SetupService:
         dataset_exists = await wh.dataset_exists(dataset)
         missing_tables = await missing_central_tables(s, use_cache=False)
         missing_columns: dict[str, list[str]] = {}
+        existing = await wh.dataset_columns(dataset) if dataset_exists else {}
         for name, table in s.catalog.tables.items():
             if name in missing_tables:
                 continue
-            present = {c.lower() for c in await wh.table_columns(s.catalog.ref(name))}
+            present = {c.lower() for c in existing.get(name, [])}
             absent = [f.name for f in table.schema if f.name.lower() not in present]
             if absent:
                 missing_columns[name] = absent

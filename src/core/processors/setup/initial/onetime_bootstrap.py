@@ -39,6 +39,7 @@ class BootstrapProcessor:
         )
         tables: dict[str, str] = {}
         columns_added: dict[str, list[str]] = {}
+        existing = await wh.dataset_columns(dataset) if v.get("sync") else {}
         for name, table in catalog.tables.items():
             ref = catalog.ref(name)
             if v.get("force_recreate_tables") and not dataset_created:
@@ -50,7 +51,7 @@ class BootstrapProcessor:
             else:
                 tables[name] = "exists"
                 if v.get("sync"):
-                    present = {c.lower() for c in await wh.table_columns(ref)}
+                    present = {c.lower() for c in existing.get(name, [])}
                     missing = [f for f in table.schema if f.name.lower() not in present]
                     if missing:
                         await wh.add_columns(ref, missing)
