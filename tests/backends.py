@@ -63,6 +63,25 @@ class Backend(ABC):
         """(source rows missing in the org table, extra rows, distinct run ids) for ``day``."""
 
 
+def start_busy_server(backend: Backend, tmp: Path, *, days: int, duckdb_rows: int, emulator_rows: int) -> ServerProcess:
+    """A bootstrapped server whose days are big enough that runs overlap, crash or time out (the
+    emulator is ~20x slower than DuckDB, so it gets fewer rows); short leases for crash recovery."""
+    from datetime import date as _date
+
+    rows = duckdb_rows if backend.name == "duckdb" else emulator_rows
+    server = backend.new_server(
+        tmp,
+        Seed(_date(2026, 11, 20), days, rows),
+        DUCKDB_THREADS="1",
+        RUN_LEASE_SECONDS="3",
+        HEARTBEAT_SECONDS="0.5",
+    )
+    from tests.server import Api
+
+    assert Api(server).bootstrap().status_code == 200
+    return server
+
+
 class DuckDBBackend(Backend):
     name = "duckdb"
 

@@ -18,6 +18,21 @@ DEMO_DAYS = 6
 DEMO_ROWS_PER_DAY = 400
 DEMO = Seed(DEMO_END, DEMO_DAYS, DEMO_ROWS_PER_DAY)
 
+# The documented central tables, written out here (not read from the code under test).
+CENTRAL_TABLES = [
+    "org_profiles",
+    "org_api_keys",
+    "org_subscriptions",
+    "org_usage_quotas",
+    "org_cloud_credentials",
+    "org_pipeline_configs",
+    "org_scheduled_pipeline_runs",
+    "org_pipeline_execution_queue",
+    "org_meta_pipeline_runs",
+    "org_meta_step_logs",
+    "org_meta_dq_results",
+]
+
 _slugs = itertools.count(1)
 
 

@@ -24,23 +24,12 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.conftest import CENTRAL_TABLES as CENTRAL_TABLE_LIST
 from tests.conftest import start_server, unique_slug
 from tests.server import ADMIN_KEY, REPO, Api, ServerProcess
 
 ADMIN = {"X-Admin-Key": ADMIN_KEY}
-CENTRAL_TABLES = {
-    "org_profiles",
-    "org_api_keys",
-    "org_subscriptions",
-    "org_usage_quotas",
-    "org_cloud_credentials",
-    "org_pipeline_configs",
-    "org_scheduled_pipeline_runs",
-    "org_pipeline_execution_queue",
-    "org_meta_pipeline_runs",
-    "org_meta_step_logs",
-    "org_meta_dq_results",
-}
+CENTRAL_TABLES = set(CENTRAL_TABLE_LIST)
 PLAN_LIMITS = {
     "STARTER": {"daily_run_limit": 6, "monthly_run_limit": 180, "concurrent_run_limit": 1},
     "PROFESSIONAL": {"daily_run_limit": 25, "monthly_run_limit": 750, "concurrent_run_limit": 2},

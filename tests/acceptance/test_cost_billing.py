@@ -16,7 +16,7 @@ import yaml
 
 from src.core.demo.billing_export import is_correction_day
 from tests.acceptance.oracle import expected_by_day
-from tests.backends import Backend, Seed
+from tests.backends import Backend, Seed, start_busy_server
 from tests.conftest import DEMO, DEMO_DAYS, DEMO_END, DEMO_ROWS_PER_DAY, unique_slug
 from tests.server import REPO, Api, ServerProcess
 
@@ -217,17 +217,9 @@ def test_admin_runs_on_behalf_of_an_org(api: Api) -> None:
 
 @pytest.fixture(scope="module")
 def big_server(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """One big day: runs take long enough to overlap, crash or time out (the emulator is ~20x slower
-    than DuckDB, so it gets fewer rows)."""
-    rows = 100_000 if backend.name == "duckdb" else 20_000
-    srv = backend.new_server(
-        tmp_path_factory.mktemp(f"big-{backend.name}"),
-        Seed(DEMO_END, 1, rows),
-        DUCKDB_THREADS="1",
-        RUN_LEASE_SECONDS="3",
-        HEARTBEAT_SECONDS="0.5",
-    )
-    assert Api(srv).bootstrap().status_code == 200
+    """One big day: runs take long enough to overlap, crash or time out."""
+    tmp = tmp_path_factory.mktemp(f"big-{backend.name}")
+    srv = start_busy_server(backend, tmp, days=1, duckdb_rows=100_000, emulator_rows=20_000)
     yield srv
     srv.stop()
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.backends import Backend, Seed
+from tests.backends import Backend, start_busy_server
 from tests.conftest import DEMO, DEMO_END, unique_slug
 from tests.server import REPO, Api, ServerProcess
 
@@ -245,16 +245,9 @@ def test_monthly_limit_trips_exactly_at_the_limit(backend: Backend, tmp_path: Pa
 
 @pytest.fixture(scope="module")
 def slow_server(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """Several big days, so parallel runs overlap in time; a short lease for crash recovery."""
-    rows = 25_000 if backend.name == "duckdb" else 4_000
-    srv = backend.new_server(
-        tmp_path_factory.mktemp(f"slow-{backend.name}"),
-        Seed(DEMO_END, 5, rows),
-        DUCKDB_THREADS="1",
-        RUN_LEASE_SECONDS="3",
-        HEARTBEAT_SECONDS="0.5",
-    )
-    assert Api(srv).bootstrap().status_code == 200
+    """Several big days, so parallel runs overlap in time."""
+    tmp = tmp_path_factory.mktemp(f"slow-{backend.name}")
+    srv = start_busy_server(backend, tmp, days=5, duckdb_rows=25_000, emulator_rows=4_000)
     yield srv
     srv.stop()
 

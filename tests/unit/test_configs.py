@@ -13,22 +13,10 @@ from src.core.errors import ConfigError
 from src.core.pipeline.config_files import validate_all
 from src.core.pipeline.loader import PipelineStore
 from src.core.processors.registry import ProcessorRegistry
+from tests.conftest import CENTRAL_TABLES
 from tests.server import REPO
 
 CONFIGS = REPO / "configs"
-CENTRAL_TABLES = [
-    "org_profiles",
-    "org_api_keys",
-    "org_subscriptions",
-    "org_usage_quotas",
-    "org_cloud_credentials",
-    "org_pipeline_configs",
-    "org_scheduled_pipeline_runs",
-    "org_pipeline_execution_queue",
-    "org_meta_pipeline_runs",
-    "org_meta_step_logs",
-    "org_meta_dq_results",
-]
 
 
 def test_every_config_file_validates() -> None:
