@@ -55,6 +55,7 @@ cloud_deploy() {
   gcloud builds submit --project "$GCP_PROJECT_ID" --tag "$image" .
   gcloud run deploy "$service" --project "$GCP_PROJECT_ID" --region "$region" --image "$image" \
     --allow-unauthenticated --service-account "convergence-api@${GCP_PROJECT_ID}.iam.gserviceaccount.com" \
+    --no-cpu-throttling --min-instances 1 --timeout 3600 \
     --set-env-vars "ENVIRONMENT=$environment,WAREHOUSE=bigquery,GCP_PROJECT_ID=$GCP_PROJECT_ID,KMS_KEY_NAME=$KMS_KEY_NAME,BIGQUERY_LOCATION=${BIGQUERY_LOCATION:-US}" \
     --set-secrets "ADMIN_API_KEY=convergence-admin-api-key-$env:latest"
 }

@@ -376,3 +376,29 @@ def test_bigquery_tables_get_partitioning_clustering_and_labels(backend: Backend
     runs = client.get_table(f"{project}.organizations.org_meta_pipeline_runs")
     assert runs.time_partitioning.field == "created_at"
     assert runs.clustering_fields == ["org_slug", "status", "pipeline_id"]
+
+
+def test_warehouse_errors_reach_the_tenant_without_driver_text(backend: Backend, tmp_path: Path) -> None:
+    configs = tmp_path / "configs"
+    shutil.copytree(REPO / "configs", configs)
+    pipeline_file = configs / "gcp/cost/cost_billing.yml"
+    spec = yaml.safe_load(pipeline_file.read_text())
+    source = spec["steps"][0]["config"]["source"]
+    source["query"] = source["query"].replace("b.seller_name,", "b.seller_nme,")  # a typo in the config
+    spec["steps"][0]["retries"] = 0
+    pipeline_file.write_text(yaml.safe_dump(spec, sort_keys=False))
+    srv = backend.new_server(tmp_path / "srv", DEMO, CONFIGS_DIR=str(configs))
+    try:
+        api = Api(srv)
+        assert api.bootstrap().status_code == 200
+        slug = unique_slug("drivertext")
+        key = api.onboard(slug)
+        run = api.run_and_wait(slug, key, {"date": DEMO_END.isoformat()})
+        assert run["status"] == "FAILED"
+        text = str(run)
+        for leak in ("Binder", "Catalog", "seller_nme", "SELECT", "Did you mean", "billing_export", "Traceback"):
+            assert leak not in text, leak
+        assert "details are in the service log" in run["error_message"]
+        assert "seller_nme" in srv.log()  # the operator still sees what went wrong
+    finally:
+        srv.stop()

@@ -107,3 +107,13 @@ def test_unknown_config_file_kind_is_refused(tmp_path: Path) -> None:
     (root / "system" / "notes.txt").write_text("hello")
     with pytest.raises(ConfigError, match="unknown kind"):
         validate_all(root, ProcessorRegistry())
+
+
+def test_request_parameters_cannot_be_pasted_into_sql(tmp_path: Path) -> None:
+    def paste(d: dict) -> None:  # type: ignore[type-arg]
+        d["parameters"] = {"table": {"type": "string"}}
+        d["steps"][0]["config"]["source"]["query"] += " AND b.project.id != '{table}'"
+
+    root = _broken_copy(tmp_path, "gcp/cost/cost_billing.yml", paste)
+    with pytest.raises(ConfigError, match="cannot be pasted into SQL text"):
+        validate_all(root, ProcessorRegistry())

@@ -13,6 +13,7 @@ from src.core.services import keys, lifecycle
 
 router = APIRouter(prefix="/api/v1/admin/organizations", tags=["admin"])
 
+
 @router.get("")
 async def list_organizations(
     _: AdminDep,

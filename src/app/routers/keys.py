@@ -15,6 +15,7 @@ from src.core.services.quotas import usage_report
 
 router = APIRouter(prefix="/api/v1/organizations", tags=["organizations"])
 
+
 @router.post("/{org_slug}/api-keys/rotate")
 async def rotate(
     org: OrgDep,

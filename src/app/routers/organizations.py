@@ -5,7 +5,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response, status
 
-from src.app.dependencies.auth import AdminDep, OrgDep
+from src.app.dependencies.auth import AdminDep, CallerDep, OrgDep
 from src.app.dependencies.services import ServicesDep
 from src.app.logging_setup import org_slug_var
 from src.app.schemas.organizations import (
@@ -45,10 +45,13 @@ async def organization(org: OrgDep, services: ServicesDep) -> dict[str, Any]:
 
 
 @router.put("/{org_slug}/billing-source")
-async def billing_source(org: OrgDep, services: ServicesDep, body: BillingSourceRequest) -> dict[str, Any]:
-    """Set (or clear with null) where the org's GCP billing export lives; the table is checked first."""
+async def billing_source(
+    org: OrgDep, identity: CallerDep, services: ServicesDep, body: BillingSourceRequest
+) -> dict[str, Any]:
+    """Set (or clear with null) where the org's GCP billing export lives; the table is checked first.
+    Outside development an org key may only choose a table its own stored service account reads."""
     await get_org(services, org)
-    return await set_billing_source(services, org, body.billing_export_table)
+    return await set_billing_source(services, org, body.billing_export_table, by_admin=identity.is_admin)
 
 
 @router.get("/{org_slug}/costs/daily", response_model=DailyCostsResponse)

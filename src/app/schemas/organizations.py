@@ -94,4 +94,5 @@ class DailyCostsResponse(BaseModel):
     group_by: str | None
     table: str
     days: list[DailyCost]
-    totals: dict[str, float]
+    totals: dict[str, float] | None = Field(description="Sums over the window; null when it holds several currencies.")
+    totals_by_currency: dict[str, dict[str, float]]

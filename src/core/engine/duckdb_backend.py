@@ -66,10 +66,11 @@ CAPABILITIES = Capabilities(
 )
 
 _LINE_RE = re.compile(r"\n\s*LINE \d+:.*", re.DOTALL)
+_HINT_RE = re.compile(r"\s*Did you mean .*", re.DOTALL)  # names other tables: never pass it on
 
 
 def _translate_error(exc: duckdb.Error) -> WarehouseError:
-    message = _LINE_RE.sub("", str(exc)).strip()
+    message = _HINT_RE.sub("", _LINE_RE.sub("", str(exc))).strip()
     if isinstance(exc, duckdb.TransactionException):
         return TransientWarehouseError(f"concurrent update conflict: {message}")
     if isinstance(exc, duckdb.CatalogException) and "does not exist" in message:

@@ -26,7 +26,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from src.core.errors import ConfigError, ServiceError, StepFailedError, ValidationFailedError
+from src.core.errors import (
+    ConfigError,
+    ServiceError,
+    StepFailedError,
+    TransientWarehouseError,
+    ValidationFailedError,
+    WarehouseAccessDeniedError,
+    WarehouseError,
+    WarehouseNotFoundError,
+)
 from src.core.pipeline.context import RunInfo, RunState, StepContext, StepOutcome
 from src.core.pipeline.loader import LoadedPipeline
 from src.core.pipeline.models import StepSpec
@@ -71,6 +80,18 @@ class NullRecorder:
 class RunResult:
     status: str
     state: RunState
+
+
+def _tenant_safe(exc: WarehouseError) -> str:
+    """What a tenant may read of a warehouse error (run/step logs, notifications): driver text can
+    name SQL, other datasets or hints about them, so it stays in the service log."""
+    if isinstance(exc, TransientWarehouseError):
+        return "the warehouse was temporarily unavailable (retried); details are in the service log"
+    if isinstance(exc, WarehouseNotFoundError):
+        return "a table this step reads or writes does not exist (check the billing source); details in the service log"
+    if isinstance(exc, WarehouseAccessDeniedError):
+        return "the warehouse denied access to a table this step uses (check the grants); details in the service log"
+    return "the warehouse refused a statement of this step; details are in the service log"
 
 
 def _dependencies(steps: tuple[StepSpec, ...]) -> dict[str, tuple[str, ...]]:
@@ -315,6 +336,8 @@ class PipelineExecutor:
             log.warning("step failed", extra={"step_id": context.step.step_id, "error": exc.message})
             if isinstance(exc, StepFailedError):
                 return exc.message, exc.retryable
+            if isinstance(exc, WarehouseError):
+                return _tenant_safe(exc), isinstance(exc, TransientWarehouseError)
             return exc.message, not (400 <= exc.status_code < 500)
         except Exception:
             log.exception("step raised", extra={"step_id": context.step.step_id})

@@ -57,6 +57,19 @@ def placeholders(value: Any) -> Iterator[str]:
             yield from placeholders(item)
 
 
+def sql_placeholders(value: Any, key: str = "") -> Iterator[str]:
+    """Placeholders inside SQL texts of a step config (fields named ``query``/``sql`` or ``*_query``)."""
+    if isinstance(value, str):
+        if key in {"query", "sql"} or key.endswith("_query"):
+            yield from PLACEHOLDER_RE.findall(value)
+    elif isinstance(value, dict):
+        for name, item in value.items():
+            yield from sql_placeholders(item, str(name))
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from sql_placeholders(item, key)
+
+
 @dataclass(frozen=True, slots=True)
 class LoadedPipeline:
     path: str  # relative to configs/, without extension, e.g. "gcp/cost/cost_billing"
@@ -104,6 +117,13 @@ class PipelineStore:
             bad = sorted({p for p in placeholders(step.config) if p not in known | processor.template_variables})
             if bad:
                 raise ConfigError(rel, f"{where}.config", f"unknown placeholder {{{bad[0]}}}")
+            pasted = sorted(set(sql_placeholders(step.config)) & set(spec.parameters))
+            if pasted:
+                raise ConfigError(
+                    rel,
+                    f"{where}.config",
+                    f"request parameter {{{pasted[0]}}} cannot be pasted into SQL text; bind it as @{pasted[0]}",
+                )
             parsed = (
                 parse_model(processor.config_model, step.config, file=rel, prefix=f"{where}.config.")
                 if processor.config_model

@@ -11,6 +11,7 @@ from src.core.engine.schema import Schema, load_schema_file
 from src.core.engine.sql import TableRef
 from src.core.errors import (
     ConflictError,
+    PermissionDeniedError,
     TerminalWarehouseError,
     ValidationFailedError,
     WarehouseAccessDeniedError,
@@ -85,8 +86,36 @@ async def _access_denied(services: Services, ref: TableRef, org_slug: str) -> Va
     )
 
 
-async def set_billing_source(services: Services, org_slug: str, table: str | None) -> dict[str, str | None]:
+async def reads_as_shared_account(services: Services, org_slug: str) -> bool:
+    """True when the org's export would be read with the service's own (shared) account: outside
+    development, on a backend with principals, by an org that stored no service account."""
+    from src.core.services.credentials import active_principal
+
+    if services.settings.is_local or not services.warehouse.capabilities.org_credentials:
+        return False
+    return await active_principal(services, org_slug) is None
+
+
+async def require_owned_source(services: Services, org_slug: str, set_by: str | None) -> None:
+    """An export an org chose itself is only read as that org's own service account: through the
+    service's shared account (which many customers have granted read access) it could name
+    another customer's export. The admin, who checks ownership, may set any table."""
+    if set_by == "org" and await reads_as_shared_account(services, org_slug):
+        raise PermissionDeniedError(
+            "a billing export chosen with an org key is only read with the organization's own service "
+            f"account: store it first (PUT /api/v1/organizations/{org_slug}/credentials/gcp), or ask the "
+            "platform admin to set the billing source",
+            code="billing_source_not_verified",
+        )
+
+
+async def set_billing_source(
+    services: Services, org_slug: str, table: str | None, *, by_admin: bool
+) -> dict[str, str | None]:
+    set_by = "admin" if by_admin else "org"
+    if table:
+        await require_owned_source(services, org_slug, set_by)
     value = str(await check_billing_table(services, table, org_slug=org_slug)) if table else None
-    await services.orgs.set_billing_export_table(org_slug, value)
+    await services.orgs.set_billing_export_table(org_slug, value, set_by=set_by)
     invalidate_org(services, org_slug)
-    return {"org_slug": org_slug, "billing_export_table": value}
+    return {"org_slug": org_slug, "billing_export_table": value, "set_by": set_by if value else None}

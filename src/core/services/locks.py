@@ -1,7 +1,7 @@
 """Per-key asyncio locks: serialize check-then-write flows of one org inside this process.
 
 They are an optimisation and a guard for the single-process DuckDB default; across instances
-(BigQuery) the atomic batches themselves detect conflicts.
+(BigQuery) the guarded statements and the periodic recount of slots are what protect the data.
 """
 
 from __future__ import annotations

@@ -52,12 +52,20 @@ async def daily_costs(
         days: list[dict[str, Any]] = []
     else:
         days = await services.costs.daily(table, org_slug=org_slug, start=start, end=end, group_by=group_by)
-    totals = {
-        "row_count": sum(int(d["row_count"]) for d in days),
-        "gross_cost": round(sum(float(d["gross_cost"] or 0) for d in days), 6),
-        "credits": round(sum(float(d["credits"] or 0) for d in days), 6),
-        "net_cost": round(sum(float(d["net_cost"] or 0) for d in days), 6),
-    }
+    by_currency: dict[str, dict[str, float]] = {}
+    for d in days:
+        t = by_currency.setdefault(
+            str(d["currency"]), {"row_count": 0, "gross_cost": 0.0, "credits": 0.0, "net_cost": 0.0}
+        )
+        t["row_count"] += int(d["row_count"])
+        for measure in ("gross_cost", "credits", "net_cost"):
+            t[measure] += float(d[measure] or 0)
+    for t in by_currency.values():
+        for measure in ("gross_cost", "credits", "net_cost"):
+            t[measure] = round(t[measure], 6)
+    empty = {"row_count": 0, "gross_cost": 0.0, "credits": 0.0, "net_cost": 0.0}
+    # Money in different currencies is never added up: ``totals`` only when there is one currency.
+    totals = next(iter(by_currency.values())) if len(by_currency) == 1 else (empty if not by_currency else None)
     return {
         "org_slug": org_slug,
         "start_date": start,
@@ -66,4 +74,5 @@ async def daily_costs(
         "table": str(table),
         "days": days,
         "totals": totals,
+        "totals_by_currency": by_currency,
     }

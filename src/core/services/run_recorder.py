@@ -8,6 +8,36 @@ from src.core.pipeline.context import RunInfo, RunState, StepOutcome
 from src.core.pipeline.models import StepSpec
 
 
+async def end_run(
+    runs: RunRepository,
+    quotas: QuotaRepository,
+    *,
+    pipeline_logging_id: str,
+    org_slug: str,
+    status: str,
+    error: str | None,
+    failed_step: str | None = None,
+    rows_processed: int = 0,
+    from_states: tuple[str, ...] = ("RUNNING",),
+    holds_slot: bool = True,
+) -> bool:
+    """The final state (guarded), then the run's concurrent slot back. Two statements on two
+    tables: a process dying between them leaves a count that ``QuotaRepository.resync_concurrent``
+    repairs (it recounts from the runs table, which already says the run ended)."""
+    ended = await runs.finish(
+        pipeline_logging_id=pipeline_logging_id,
+        org_slug=org_slug,
+        status=status,
+        error=error,
+        failed_step=failed_step,
+        rows_processed=rows_processed,
+        from_states=from_states,
+    )
+    if ended and holds_slot:
+        await quotas.release(org_slug)
+    return ended
+
+
 class CentralRunRecorder:
     """Executor callbacks writing to the central tables."""
 
@@ -20,7 +50,9 @@ class CentralRunRecorder:
         return await self._repo.mark_running(run, self._owner)
 
     async def run_finished(self, run: RunInfo, state: RunState) -> None:
-        ended = await self._repo.finish(
+        await end_run(  # every run admitted through RunService holds one concurrent slot
+            self._repo,
+            self._quotas,
             pipeline_logging_id=run.pipeline_logging_id,
             org_slug=run.org_slug or "",
             status=state.status,
@@ -28,8 +60,6 @@ class CentralRunRecorder:
             failed_step=state.failed_step,
             rows_processed=state.rows_processed,
         )
-        if ended:  # every run admitted through RunService holds one concurrent slot
-            await self._quotas.release(run.org_slug or "")
 
     async def step_started(self, run: RunInfo, step: StepSpec, index: int, outcome: StepOutcome) -> str:
         return await self._repo.insert_step(run, step, index, outcome)

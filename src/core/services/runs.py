@@ -16,10 +16,11 @@ from src.core.errors import ConflictError, NotFoundError, PermissionDeniedError,
 from src.core.pipeline.context import RunInfo
 from src.core.pipeline.loader import LoadedPipeline, placeholders
 from src.core.pipeline.variables import build_variables, resolve_window
+from src.core.services.billing_source import require_owned_source
 from src.core.services.notifications import RunNotifier
 from src.core.services.orgs import get_org
 from src.core.services.quotas import quota_refusal
-from src.core.services.run_recorder import CentralRunRecorder
+from src.core.services.run_recorder import CentralRunRecorder, end_run
 
 if TYPE_CHECKING:
     from src.core.services.container import Services
@@ -85,7 +86,7 @@ class RunService:
             "trigger_by": trigger,
             "central_dataset": s.catalog.dataset.name,
             "dataset_suffix": s.settings.dataset_suffix,
-            "billing_export_table": self._billing_table(pipeline, org_slug, profile.get("billing_export_table")),
+            "billing_export_table": await self._billing_table(pipeline, org_slug, profile),
         }
         pipeline_id, variables = build_variables(pipeline.spec, builtins=builtins, params=params, window=window)
         accepted = {k: variables[k] for k in (*pipeline.spec.parameters, "start_date", "end_date") if k in variables}
@@ -131,15 +132,22 @@ class RunService:
             if usage is None:
                 raise NotFoundError(f"organization {new_run.org_slug!r} not found", code="org_not_found")
             raise quota_refusal(usage, today=today, concurrent_retry_after=s.settings.quota_retry_after_seconds)
-        admission = await s.runs.admit(new_run)
+        try:
+            admission = await s.runs.admit(new_run)
+        except BaseException:  # the run was not accepted: it consumes nothing
+            await asyncio.shield(s.quotas.unreserve(new_run.org_slug, today))
+            raise
         if not admission.admitted:  # another instance admitted an overlapping run in between
             await s.quotas.unreserve(new_run.org_slug, today)
             raise _overlap(new_run, admission.conflicting_run_id)
 
-    def _billing_table(self, pipeline: LoadedPipeline, org_slug: str, configured: str | None) -> str | None:
+    async def _billing_table(self, pipeline: LoadedPipeline, org_slug: str, profile: dict[str, Any]) -> str | None:
         needed = any("billing_export_table" in placeholders(step.config) for step in pipeline.spec.steps)
+        configured = profile.get("billing_export_table")
         if configured:
-            return configured
+            if needed:
+                await require_owned_source(self._s, org_slug, profile.get("billing_source_set_by"))
+            return str(configured)
         if not needed:
             return None
         if self._s.settings.is_local:
@@ -169,17 +177,15 @@ class RunService:
         except Exception as exc:  # the executor records step failures itself; this is its own failure
             log.exception("run crashed", extra={"pipeline_logging_id": run.pipeline_logging_id})
             try:
-                ended = await self._s.runs.finish(
+                await end_run(
+                    self._s.runs,
+                    self._s.quotas,
                     pipeline_logging_id=run.pipeline_logging_id,
                     org_slug=run.org_slug or "",
                     status="FAILED",
                     error=f"internal error: {type(exc).__name__}",
-                    failed_step=None,
-                    rows_processed=0,
                     from_states=("PENDING", "RUNNING"),
                 )
-                if ended:
-                    await self._s.quotas.release(run.org_slug or "")
             except Exception:
                 log.exception("could not mark crashed run FAILED")
 
@@ -212,25 +218,32 @@ class RunService:
             owner=s.settings.instance_id,
             lease_seconds=s.settings.run_lease_seconds,
             all_active=s.warehouse.capabilities.single_process,
+            live_ids=list(self._tasks),
         )
         recovered = 0
         for run in orphans:
-            done = await s.runs.finish(
+            lost = run["owner_instance"] != s.settings.instance_id
+            reason = (
+                f"owner lost: instance {run['owner_instance']} stopped while the run was {run['status']}"
+                if lost
+                else "the run's task ended without recording an outcome"
+            )
+            recovered += await end_run(
+                s.runs,
+                s.quotas,
                 pipeline_logging_id=run["pipeline_logging_id"],
                 org_slug=run["org_slug"],
                 status="FAILED",
-                error=f"owner lost: instance {run['owner_instance']} stopped while the run was {run['status']}",
-                failed_step=None,
-                rows_processed=0,
+                error=reason,
                 from_states=("PENDING", "RUNNING"),
+                holds_slot=run["quota_usage_date"] is not None and not run["quota_released"],
             )
-            if done and run["quota_usage_date"] is not None and not run["quota_released"]:
-                await s.quotas.release(run["org_slug"])
-            recovered += int(done)
         if recovered:
             log.warning("recovered orphaned runs", extra={"count": recovered})
-        if s.warehouse.capabilities.single_process:
-            await s.quotas.resync_concurrent()  # nothing else can be admitting right now
+        # Recount slots from the runs table for orgs with no admission or release in flight (at the
+        # start of a single-process backend nothing can be in flight at all).
+        quiet = 0.0 if s.warehouse.capabilities.single_process and not self._tasks else s.settings.run_lease_seconds
+        await s.quotas.resync_concurrent(quiet_seconds=quiet)
         return recovered
 
     def start_heartbeat(self) -> None:
@@ -242,9 +255,8 @@ class RunService:
             await asyncio.sleep(s.settings.heartbeat_seconds)
             try:
                 if self._tasks:
-                    await s.runs.heartbeat(s.settings.instance_id)
-                if not s.warehouse.capabilities.single_process:
-                    await self.recover_orphans()
+                    await s.runs.heartbeat(s.settings.instance_id, list(self._tasks))
+                await self.recover_orphans()
             except Exception:
                 log.exception("heartbeat failed")
 

@@ -44,7 +44,7 @@ class NewKey:
 
 @dataclass(frozen=True, slots=True)
 class ExtraRow:
-    """A row written in the same transaction (e.g. the org dataset's metadata row)."""
+    """A row written with the org's rows (e.g. the org dataset's metadata row)."""
 
     ref: TableRef
     schema: Schema
@@ -68,7 +68,8 @@ class OrgRepository:
         rows = await self._query_central(
             f"""
             SELECT p.org_slug, p.company_name, p.admin_email, p.status, p.subscription_plan, p.org_dataset,
-                   p.billing_export_table, p.created_at, p.updated_at, p.suspended_at, p.suspended_reason,
+                   p.billing_export_table, p.billing_source_set_by, p.created_at, p.updated_at, p.suspended_at,
+                   p.suspended_reason,
                    q.daily_limit, q.monthly_limit, q.concurrent_limit
             FROM {self._profiles} AS p
             LEFT JOIN {self._quotas} AS q ON q.org_slug = p.org_slug
@@ -99,7 +100,7 @@ class OrgRepository:
         (keys only authenticate through it). Rows written before it are idempotent (MERGEs keyed by
         org) or compensated (the new key is revoked if the profile cannot be written), so a failure
         halfway leaves no usable half-org and a retry completes it. Of two concurrent onboardings of
-        one slug, only one profile MERGE inserts (BigQuery serializes mutating DML on a table; on
+        one slug, only one profile MERGE inserts (BigQuery queues mutating DML on a table; on
         DuckDB the service also holds a per-slug lock): the other gets 409.
         """
         now = datetime.now(UTC)
@@ -147,6 +148,7 @@ class OrgRepository:
             "subscription_plan": org.subscription_plan,
             "org_dataset": org.org_dataset,
             "billing_export_table": org.billing_export_table,
+            "billing_source_set_by": "admin" if org.billing_export_table else None,
             "created_at": now,
             "updated_at": now,
         }
@@ -187,11 +189,15 @@ class OrgRepository:
             {"org_slug": org_slug, "key_id": key_id, "reason": reason},
         )
 
-    async def set_billing_export_table(self, org_slug: str, table: str | None) -> int:
+    async def set_billing_export_table(self, org_slug: str, table: str | None, *, set_by: str) -> int:
         return await self._wh.execute(
-            f"UPDATE {self._profiles} SET billing_export_table = @table, updated_at = CURRENT_TIMESTAMP() "
-            "WHERE org_slug = @org_slug",
-            {"org_slug": org_slug, "table": TypedParam("STRING", table)},
+            f"UPDATE {self._profiles} SET billing_export_table = @table, billing_source_set_by = @set_by, "
+            "updated_at = CURRENT_TIMESTAMP() WHERE org_slug = @org_slug",
+            {
+                "org_slug": org_slug,
+                "table": TypedParam("STRING", table),
+                "set_by": TypedParam("STRING", set_by if table else None),
+            },
         )
 
     # --- lifecycle (admin) -----------------------------------------------------------------

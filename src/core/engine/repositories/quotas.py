@@ -11,10 +11,10 @@ it took; the day's count stays with the day the run was accepted).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from src.core.engine.base import RetryPolicy, Warehouse, with_retries
+from src.core.engine.base import RetryPolicy, TypedParam, Warehouse, with_retries
 from src.core.engine.catalog import CentralCatalog
 
 
@@ -103,20 +103,22 @@ class QuotaRepository:
             {"org_slug": org_slug, "daily": daily, "monthly": monthly, "concurrent": concurrent},
         )
 
-    async def resync_concurrent(self, *, org_slug: str | None = None) -> int:
-        """Set ``concurrent_runs`` to the number of active runs that hold a slot (repairs a count
-        left behind by a process that died between two statements). Call it only when no admission
-        can be in flight for those orgs (at start-up of a single-process backend)."""
-        params: dict[str, Any] = {"org_slug": org_slug or "", "any_org": org_slug is None}
+    async def resync_concurrent(self, *, quiet_seconds: float) -> int:
+        """Set ``concurrent_runs`` to the number of active runs that hold a slot, for orgs whose
+        counters nobody touched for ``quiet_seconds`` (no admission or release in flight: those
+        update the row). Repairs a count left behind by a process that died between two statements."""
+        active = f"""(
+            SELECT COUNT(*) FROM {self._runs} AS r
+            WHERE r.org_slug = q.org_slug AND r.status IN ('PENDING', 'RUNNING')
+              AND r.quota_usage_date IS NOT NULL)"""
+        params: dict[str, Any] = {
+            "quiet_before": TypedParam("TIMESTAMP", datetime.now(UTC) - timedelta(seconds=quiet_seconds))
+        }
         return await self._wh.execute(
             f"""
             UPDATE {self._quotas} AS q
-            SET concurrent_runs = (
-                  SELECT COUNT(*) FROM {self._runs} AS r
-                  WHERE r.org_slug = q.org_slug AND r.status IN ('PENDING', 'RUNNING')
-                    AND r.quota_usage_date IS NOT NULL AND NOT IFNULL(r.quota_released, FALSE)),
-                updated_at = CURRENT_TIMESTAMP()
-            WHERE (@any_org OR q.org_slug = @org_slug)
+            SET concurrent_runs = {active}, updated_at = CURRENT_TIMESTAMP()
+            WHERE q.updated_at <= @quiet_before AND IFNULL(q.concurrent_runs, 0) != {active}
             """,
             params,
         )

@@ -3,7 +3,8 @@
 Rows that change later (runs, steps) are written with DML, never streaming inserts, and every
 state change is one guarded statement (``... WHERE status = @from``). Admission of a run is one
 MERGE that inserts the PENDING row only if no overlapping run of the same pipeline is active:
-mutating DML, which BigQuery serializes per table (on DuckDB the service also holds a per-org lock).
+mutating DML (BigQuery queues mutating DML per table; the service also holds a per-org lock, which
+is all DuckDB needs).
 """
 
 from __future__ import annotations
@@ -179,25 +180,39 @@ class RunRepository:
         )
         return int(rows[0]["n"]) if rows else 0
 
-    async def heartbeat(self, owner: str) -> int:
+    async def heartbeat(self, owner: str, live_ids: list[str]) -> int:
+        """Refresh the heartbeat of the runs this instance is executing right now (only those)."""
         return await self._wh.execute(
             f"UPDATE {self._runs} SET heartbeat_at = CURRENT_TIMESTAMP() "
-            "WHERE owner_instance = @owner AND status IN ('PENDING', 'RUNNING')",
-            {"owner": owner},
+            "WHERE owner_instance = @owner AND status IN ('PENDING', 'RUNNING') "
+            "AND pipeline_logging_id IN UNNEST(@ids)",
+            {"owner": owner, "ids": TypedParam("ARRAY<STRING>", live_ids)},
         )
 
-    async def orphaned(self, *, owner: str, lease_seconds: float, all_active: bool) -> list[dict[str, Any]]:
-        """Active runs whose owner is gone: heartbeat older than the lease (or, for a
-        single-process backend at start-up, every active run not owned by this instance)."""
+    async def orphaned(
+        self, *, owner: str, lease_seconds: float, all_active: bool, live_ids: list[str]
+    ) -> list[dict[str, Any]]:
+        """Active runs nobody is executing: another owner's whose heartbeat is older than the lease
+        (for a single-process backend at start-up: every other owner's), and this instance's own
+        that have no live task here (a task that died without recording an outcome)."""
         cutoff = datetime.now(UTC) - timedelta(seconds=lease_seconds)
         return await self._wh.query(
             f"""
             SELECT pipeline_logging_id, org_slug, status, owner_instance, quota_usage_date, quota_released
             FROM {self._runs}
-            WHERE status IN ('PENDING', 'RUNNING') AND IFNULL(owner_instance, '') != @owner
-              AND (@all_active OR heartbeat_at IS NULL OR heartbeat_at < @cutoff)
+            WHERE status IN ('PENDING', 'RUNNING')
+              AND (
+                (IFNULL(owner_instance, '') != @owner
+                 AND (@all_active OR heartbeat_at IS NULL OR heartbeat_at < @cutoff))
+                OR (owner_instance = @owner AND pipeline_logging_id NOT IN UNNEST(@live)
+                    AND created_at < @cutoff))
             """,
-            {"owner": owner, "all_active": TypedParam("BOOL", all_active), "cutoff": TypedParam("TIMESTAMP", cutoff)},
+            {
+                "owner": owner,
+                "all_active": TypedParam("BOOL", all_active),
+                "cutoff": TypedParam("TIMESTAMP", cutoff),
+                "live": TypedParam("ARRAY<STRING>", live_ids),
+            },
         )
 
     # --- reads ---------------------------------------------------------------------------------

@@ -243,6 +243,13 @@ def _window_days(context: StepContext) -> list[date]:
     return [start + timedelta(days=i) for i in range((end - start).days + 1)]
 
 
+def _close(a: float, b: float, tolerance: float) -> bool:
+    """Equal within ``tolerance`` (absolute, default a millionth of a currency unit), widened for
+    very large sums by FLOAT64's own summation error (about 1e-9 of the total): the same rows
+    summed in another order must not fail a load."""
+    return abs(a - b) <= max(tolerance, 1e-9 * max(abs(a), abs(b)))
+
+
 def _checks(
     source: list[Row], measured: list[Row], context: StepContext, target: str, check_name: str, tolerance: float
 ) -> list[dict[str, Any]]:
@@ -260,9 +267,9 @@ def _checks(
         problems = []
         if s_rows != d_rows:
             problems.append(f"rows {d_rows} != source {s_rows}")
-        if abs(s_cost - d_cost) > tolerance:
+        if not _close(s_cost, d_cost, tolerance):
             problems.append(f"cost {d_cost:.6f} != source {s_cost:.6f}")
-        if abs(s_cred - d_cred) > tolerance:
+        if not _close(s_cred, d_cred, tolerance):
             problems.append(f"credits {d_cred:.6f} != source {s_cred:.6f}")
         checks.append(
             {

@@ -2,7 +2,8 @@
 
 Order: the same checks as the dry-run (409 before anything is written); the org dataset and its
 metadata table (idempotent, harmless if a later step fails); then profile, key, subscription and
-quota rows in one transaction. The API key's plaintext leaves only in the result.
+quota rows, each one idempotent statement with the profile last (see OrgRepository.onboard).
+The API key's plaintext leaves only in the result.
 """
 
 from __future__ import annotations
