@@ -82,3 +82,19 @@ def test_unreserve_takes_back_a_refused_run(tmp_path: Path) -> None:
         await wh.close()
 
     asyncio.run(scenario())
+
+
+def test_a_leaked_slot_is_recounted_once_the_org_is_quiet(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        wh, repo = await _repo(tmp_path)
+        day = date(2026, 1, 31)
+        assert await repo.reserve("acme", day)  # a slot taken, then the process died: no run row
+        assert await repo.resync_concurrent(quiet_seconds=3600) == 0  # counters just changed: hands off
+        assert await repo.resync_concurrent(quiet_seconds=0) == 1
+        usage = await repo.usage("acme", day)
+        assert usage is not None and usage.concurrent_runs == 0
+        assert usage.daily_runs == 1  # the day's count is history, not repaired away
+        assert await repo.resync_concurrent(quiet_seconds=0) == 0  # nothing left to repair
+        await wh.close()
+
+    asyncio.run(scenario())
