@@ -267,8 +267,9 @@ def main() -> None:
             )
             print(
                 "The 403 row is a diagnostic: the same key on another org's path is refused by authorize_org\n"
-                "right after authentication (warm key cache), before the handler reads the profile from the\n"
-                "warehouse -- i.e. auth alone. The 200 row also reads org_profiles + org_usage_quotas.\n"
+                "right after authentication (warm key cache), before the handler runs -- i.e. auth alone. The\n"
+                "200 row also runs the handler: the org's profile + limits (in-process org cache, warm after the\n"
+                "first request) serialized through the response model.\n"
             )
             figures["throughput"] = rows
         finally:
