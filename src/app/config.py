@@ -147,10 +147,6 @@ class Settings(BaseSettings):
     def dataset_suffix(self) -> str:
         return _DATASET_SUFFIX[self.environment]
 
-    @property
-    def central_dataset(self) -> str:
-        return "organizations"
-
     def org_dataset(self, org_slug: str) -> str:
         return f"{org_slug}_{self.dataset_suffix}"
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, status
+from fastapi import APIRouter, Path, Query, status
 
-from src.app.dependencies.auth import CallerDep, authorize_org
+from src.app.dependencies.auth import OrgDep
 from src.app.dependencies.services import ServicesDep
-from src.app.schemas.organizations import ORG_SLUG_PATTERN
 from src.app.schemas.schedules import (
     SCHEDULE_ID_PATTERN,
     ScheduleCreateRequest,
@@ -23,12 +22,6 @@ from src.core.services import schedules as service
 router = APIRouter(prefix="/api/v1/organizations", tags=["schedules"])
 
 
-async def _authorized_org(org_slug: Annotated[str, Path(pattern=ORG_SLUG_PATTERN)], identity: CallerDep) -> str:
-    # A dependency, so that another org's key gets 403 before its body is validated (422).
-    return authorize_org(identity, org_slug)
-
-
-OrgDep = Annotated[str, Depends(_authorized_org)]
 # Any other shape cannot be a schedule id: 404, like an id of another org.
 ScheduleId = Annotated[str, Path(max_length=64)]
 

@@ -21,17 +21,14 @@ import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
 
-import sqlglot
 from google.api_core import exceptions as gexc
 from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
 from google.cloud.bigquery import retry as bq_retry
-from sqlglot import exp
 
 from src.core.engine.base import (
     Capabilities,
@@ -47,6 +44,7 @@ from src.core.engine.base import (
 from src.core.engine.loads import replace_merge_sql
 from src.core.engine.schema import Schema, SchemaField, TimePartitioning
 from src.core.engine.sql import TableRef, check_identifier
+from src.core.engine.translate import parameter_names
 from src.core.errors import (
     TerminalWarehouseError,
     TransientWarehouseError,
@@ -100,24 +98,6 @@ def translate_error(exc: Exception) -> WarehouseError:
     if isinstance(exc, TimeoutError):
         return TransientWarehouseError(f"query timed out: {message}")
     return TerminalWarehouseError(f"{type(exc).__name__}: {message}")
-
-
-@lru_cache(maxsize=2048)
-def parameter_names(sql: str) -> frozenset[str]:
-    """Named parameters a statement references (only those are sent)."""
-    names: set[str] = set()
-    try:
-        trees = sqlglot.parse(sql, read="bigquery")
-    except sqlglot.errors.ParseError:
-        return frozenset(re.findall(r"@([A-Za-z_][A-Za-z0-9_]*)", sql))
-    for tree in trees:
-        if tree is None:
-            continue
-        for node in tree.find_all(exp.Parameter, exp.Placeholder):
-            name = node.name if isinstance(node, exp.Placeholder) else node.this.name
-            if name:
-                names.add(name)
-    return frozenset(names)
 
 
 def _infer_type(value: Any) -> str:

@@ -10,6 +10,7 @@ Besides sqlglot's own translation, a small rewrite pass fixes what would be wron
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -70,6 +71,16 @@ def _parameter_names(tree: exp.Expr) -> set[str]:
         if name:
             names.add(name)
     return names
+
+
+@lru_cache(maxsize=2048)
+def parameter_names(sql: str) -> frozenset[str]:
+    """Named ``@parameters`` a BigQuery SQL text references."""
+    try:
+        trees = sqlglot.parse(sql, read="bigquery")
+    except ParseError:
+        return frozenset(re.findall(r"@([A-Za-z_][A-Za-z0-9_]*)", sql))
+    return frozenset().union(*(_parameter_names(t) for t in trees if t is not None))
 
 
 @lru_cache(maxsize=2048)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from typing import Any
 
 from src.core.errors import ValidationFailedError
@@ -141,7 +141,3 @@ def build_variables(
     pipeline_id = PLACEHOLDER_RE.sub(lambda m: str(variables.get(m.group(1), "")), spec.pipeline_id)
     variables["pipeline_id"] = pipeline_id
     return pipeline_id, variables
-
-
-def yesterday_utc() -> date:
-    return datetime.now(UTC).date() - timedelta(days=1)

@@ -40,9 +40,6 @@ class Processor:
     template_variables: frozenset[str] = frozenset()
     check_defaults: Callable[..., None] | None = None  # (defaults, configs_dir, file)
 
-    def parse_config(self, raw: dict[str, Any]) -> Any:
-        return self.config_model.model_validate(raw) if self.config_model else raw
-
 
 class UnknownProcessorError(LookupError):
     pass
