@@ -1,22 +1,44 @@
-"""The quota statements on a real DuckDB file (no service): day and month roll-over in UTC, and a
-run that crosses midnight gives back the slot it took."""
+"""The quota statements on a real DuckDB file (no service): day and month roll-over in UTC, a run
+that crosses midnight gives back the slot it took, and ending a run gives its slot back exactly once
+and before anyone can read the run as ended."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 from src.core.engine.base import RetryPolicy
 from src.core.engine.catalog import CentralCatalog
 from src.core.engine.duckdb_backend import DuckDBWarehouse
 from src.core.engine.repositories.quotas import QuotaRepository
+from src.core.engine.repositories.runs import NewRun, RunRepository
 from src.core.engine.rows import insert_statement
+from src.core.pipeline.context import RunInfo
+from src.core.services.run_recorder import end_run
 from tests.server import REPO
+
+DAY = date(2026, 1, 31)
+
+
+class _ObservedWarehouse(DuckDBWarehouse):
+    """The real DuckDB warehouse, noting the org's slot count as each run's final state is written."""
+
+    slots_when_ended: list[int]
+    quotas_table = CentralCatalog(REPO / "configs", "convergence-local").ref("org_usage_quotas").sql
+
+    async def execute(self, sql: str, params: dict[str, Any] | None = None) -> int:
+        if "completed_at = CURRENT_TIMESTAMP()" in sql:
+            rows = await self.query(f"SELECT concurrent_runs FROM {self.quotas_table}")
+            self.slots_when_ended.append(int(rows[0]["concurrent_runs"]))
+        return await super().execute(sql, params)
 
 
 async def _repo(tmp: Path) -> tuple[DuckDBWarehouse, QuotaRepository]:
-    wh = DuckDBWarehouse(path=tmp / "q.duckdb", project="convergence-local")
+    wh = _ObservedWarehouse(path=tmp / "q.duckdb", project="convergence-local")
+    wh.slots_when_ended = []
     await wh.start()
     catalog = CentralCatalog(REPO / "configs", "convergence-local")
     await wh.create_dataset("organizations")
@@ -95,6 +117,96 @@ def test_a_leaked_slot_is_recounted_once_the_org_is_quiet(tmp_path: Path) -> Non
         assert usage is not None and usage.concurrent_runs == 0
         assert usage.daily_runs == 1  # the day's count is history, not repaired away
         assert await repo.resync_concurrent(quiet_seconds=0) == 0  # nothing left to repair
+        await wh.close()
+
+    asyncio.run(scenario())
+
+
+async def _admitted_running_run(wh: DuckDBWarehouse, quotas: QuotaRepository) -> tuple[RunRepository, str]:
+    runs = RunRepository(wh, CentralCatalog(REPO / "configs", "convergence-local"), retry=RetryPolicy(2, 0.01))
+    run_id = f"run-{uuid.uuid4().hex[:8]}"
+    assert await quotas.reserve("acme", DAY)
+    path = f"gcp/cost/{run_id}"  # a pipeline of its own: no overlap with the other runs
+    new = NewRun(run_id, "acme", "p", path, "test", {}, DAY, DAY, "here", quota_usage_date=DAY)
+    assert (await runs.admit(new)).admitted
+    info = RunInfo(run_id, "p", path, "acme", "test", record=True)
+    assert await runs.mark_running(info, "here")
+    return runs, run_id
+
+
+def test_a_run_reads_as_ended_only_after_its_slot_is_back(tmp_path: Path) -> None:
+    """A scheduler that waits for COMPLETED and then starts the next run must not be refused."""
+
+    async def scenario() -> None:
+        wh, quotas = await _repo(tmp_path)
+        assert isinstance(wh, _ObservedWarehouse)
+        runs, run_id = await _admitted_running_run(wh, quotas)
+        ended = await end_run(runs, quotas, pipeline_logging_id=run_id, org_slug="acme", status="COMPLETED", error=None)
+        assert ended
+        assert wh.slots_when_ended == [0]
+        assert await quotas.reserve("acme", DAY)  # concurrent limit 1: the next run is admitted
+        await wh.close()
+
+    asyncio.run(scenario())
+
+
+def test_racing_enders_give_the_slot_back_once(tmp_path: Path) -> None:
+    """The executor and orphan recovery ending the same run while another run holds the other slot:
+    one of them ends it, and the other run's slot stays counted."""
+
+    async def scenario() -> None:
+        wh, quotas = await _repo(tmp_path)
+        await quotas.set_limits("acme", daily=10, monthly=10, concurrent=2)
+        runs, run_id = await _admitted_running_run(wh, quotas)
+        _, other_id = await _admitted_running_run(wh, quotas)
+        results = await asyncio.gather(
+            *(
+                end_run(
+                    runs,
+                    quotas,
+                    pipeline_logging_id=run_id,
+                    org_slug="acme",
+                    status=status,
+                    error=None,
+                    from_states=("PENDING", "RUNNING"),
+                )
+                for status in ("COMPLETED", "FAILED", "FAILED")
+            )
+        )
+        assert sorted(results) == [False, False, True]
+        usage = await quotas.usage("acme", DAY)
+        assert usage is not None and usage.concurrent_runs == 1  # the other run's slot
+        assert await quotas.resync_concurrent(quiet_seconds=0) == 0  # and the count is already the truth
+        row = await runs.get(other_id, "acme")
+        assert row is not None and row["status"] == "RUNNING"
+        await wh.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_process_dying_between_slot_and_final_state_does_not_release_twice(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        wh, quotas = await _repo(tmp_path)
+        await quotas.set_limits("acme", daily=10, monthly=10, concurrent=2)
+        runs, run_id = await _admitted_running_run(wh, quotas)
+        await _admitted_running_run(wh, quotas)
+        # The first half of end_run, then the process died: the run still reads RUNNING.
+        assert await runs.claim_slot_release(pipeline_logging_id=run_id, org_slug="acme", from_states=("RUNNING",))
+        await quotas.release("acme")
+        # Orphan recovery later ends it: no second release, and a recount agrees.
+        ended = await end_run(
+            runs,
+            quotas,
+            pipeline_logging_id=run_id,
+            org_slug="acme",
+            status="FAILED",
+            error="owner lost",
+            from_states=("PENDING", "RUNNING"),
+        )
+        assert ended
+        usage = await quotas.usage("acme", DAY)
+        assert usage is not None and usage.concurrent_runs == 1
+        assert await quotas.resync_concurrent(quiet_seconds=0) == 0
         await wh.close()
 
     asyncio.run(scenario())

@@ -19,11 +19,16 @@ async def end_run(
     failed_step: str | None = None,
     rows_processed: int = 0,
     from_states: tuple[str, ...] = ("RUNNING",),
-    holds_slot: bool = True,
 ) -> bool:
-    """The final state (guarded), then the run's concurrent slot back. Two statements on two
-    tables: a process dying between them leaves a count that ``QuotaRepository.resync_concurrent``
-    repairs (it recounts from the runs table, which already says the run ended)."""
+    """The run's concurrent slot back, then its final state (both guarded), so that whoever sees
+    the run ended can start the next one. The slot is claimed on the run row first, so it is given
+    back once however many callers race to end the run; runs admitted without a quota hold none.
+    A process dying between the statements leaves a count that ``QuotaRepository.resync_concurrent``
+    repairs (it recounts the active runs that still hold a slot)."""
+    if await runs.claim_slot_release(
+        pipeline_logging_id=pipeline_logging_id, org_slug=org_slug, from_states=from_states
+    ):
+        await quotas.release(org_slug)
     ended = await runs.finish(
         pipeline_logging_id=pipeline_logging_id,
         org_slug=org_slug,
@@ -33,8 +38,6 @@ async def end_run(
         rows_processed=rows_processed,
         from_states=from_states,
     )
-    if ended and holds_slot:
-        await quotas.release(org_slug)
     return ended
 
 
@@ -50,7 +53,7 @@ class CentralRunRecorder:
         return await self._repo.mark_running(run, self._owner)
 
     async def run_finished(self, run: RunInfo, state: RunState) -> None:
-        await end_run(  # every run admitted through RunService holds one concurrent slot
+        await end_run(
             self._repo,
             self._quotas,
             pipeline_logging_id=run.pipeline_logging_id,

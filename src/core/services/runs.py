@@ -236,7 +236,6 @@ class RunService:
                 status="FAILED",
                 error=reason,
                 from_states=("PENDING", "RUNNING"),
-                holds_slot=run["quota_usage_date"] is not None and not run["quota_released"],
             )
         if recovered:
             log.warning("recovered orphaned runs", extra={"count": recovered})

@@ -110,7 +110,7 @@ class QuotaRepository:
         active = f"""(
             SELECT COUNT(*) FROM {self._runs} AS r
             WHERE r.org_slug = q.org_slug AND r.status IN ('PENDING', 'RUNNING')
-              AND r.quota_usage_date IS NOT NULL)"""
+              AND r.quota_usage_date IS NOT NULL AND NOT IFNULL(r.quota_released, FALSE))"""
         params: dict[str, Any] = {
             "quiet_before": TypedParam("TIMESTAMP", datetime.now(UTC) - timedelta(seconds=quiet_seconds))
         }

@@ -118,6 +118,25 @@ class RunRepository:
         changed = await with_retries(lambda: self._wh.execute(sql, params), what="mark running", policy=self._retry)
         return changed == 1
 
+    async def claim_slot_release(
+        self, *, pipeline_logging_id: str, org_slug: str, from_states: tuple[str, ...]
+    ) -> bool:
+        """Mark an active run's concurrent slot as given back, once: True only for the call that
+        flipped the flag (that caller then decrements the counter). Done before the final state, so
+        a run that reads as ended never still holds a slot."""
+        sql = f"""
+            UPDATE {self._runs}
+            SET quota_released = TRUE
+            WHERE pipeline_logging_id = @id AND org_slug = @org_slug AND status IN UNNEST(@from_states)
+              AND quota_usage_date IS NOT NULL AND NOT IFNULL(quota_released, FALSE)
+        """
+        params = {
+            "id": pipeline_logging_id,
+            "org_slug": org_slug,
+            "from_states": TypedParam("ARRAY<STRING>", list(from_states)),
+        }
+        return await with_retries(lambda: self._wh.execute(sql, params), what="claim slot", policy=self._retry) == 1
+
     async def finish(
         self,
         *,
@@ -129,8 +148,7 @@ class RunRepository:
         rows_processed: int,
         from_states: tuple[str, ...] = ("RUNNING",),
     ) -> bool:
-        """Final state, guarded: only from an active state. True if this call ended the run (the
-        caller then gives back the run's quota slot, if it held one)."""
+        """Final state, guarded: only from an active state. True if this call ended the run."""
         params = {
             "id": pipeline_logging_id,
             "org_slug": org_slug,
@@ -144,8 +162,7 @@ class RunRepository:
             UPDATE {self._runs}
             SET status = @status, completed_at = CURRENT_TIMESTAMP(),
                 duration_ms = TIMESTAMP_DIFF(CURRENT_TIMESTAMP(), IFNULL(started_at, created_at), MILLISECOND),
-                error_message = @error, failed_step = @failed_step, rows_processed = @rows,
-                quota_released = TRUE
+                error_message = @error, failed_step = @failed_step, rows_processed = @rows
             WHERE pipeline_logging_id = @id AND org_slug = @org_slug AND status IN UNNEST(@from_states)
         """
 
