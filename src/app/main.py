@@ -50,7 +50,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if settings.disable_auth:
         log.warning("DISABLE_AUTH=true: every request is treated as the admin. Development only.")
     try:
-        await services.run_service.recover_orphans()
+        await services.run_service.recover_orphans(at_start=True)
     except WarehouseNotFoundError:
         pass  # not bootstrapped yet: no runs to recover
     except WarehouseError as exc:

@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+from src.app.config import Settings
 from src.core.engine.base import RetryPolicy
 from src.core.engine.catalog import CentralCatalog
 from src.core.engine.duckdb_backend import DuckDBWarehouse
@@ -17,7 +18,9 @@ from src.core.engine.repositories.quotas import QuotaRepository
 from src.core.engine.repositories.runs import NewRun, RunRepository
 from src.core.engine.rows import insert_statement
 from src.core.pipeline.context import RunInfo
+from src.core.services.container import build_services
 from src.core.services.run_recorder import end_run
+from src.core.services.setup import SetupService
 from tests.server import REPO
 
 DAY = date(2026, 1, 31)
@@ -208,5 +211,40 @@ def test_a_process_dying_between_slot_and_final_state_does_not_release_twice(tmp
         assert usage is not None and usage.concurrent_runs == 1
         assert await quotas.resync_concurrent(quiet_seconds=0) == 0
         await wh.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_periodic_recount_leaves_an_admission_in_flight_alone(tmp_path: Path) -> None:
+    """Between its slot reservation and its run row an admission holds a slot no run row shows yet:
+    the heartbeat's recount must not free it (only the start-up recount, before any request, may
+    count from zero)."""
+
+    async def scenario() -> None:
+        settings = Settings(
+            duckdb_path=tmp_path / "warehouse.duckdb",
+            local_kms_key_path=tmp_path / "kms.key",
+            gcp_project_id="convergence-local",
+            run_lease_seconds=30,
+        )
+        services = build_services(settings)
+        await services.warehouse.start()
+        try:
+            setup = SetupService(services)
+            await setup.bootstrap(force_recreate_dataset=False, force_recreate_tables=False)
+            org = {"org_slug": "acme", "company_name": "Acme", "admin_email": "ops@acme.example"}
+            await setup.onboard({**org, "subscription_plan": "STARTER"})  # one run at a time
+            today = datetime.now(UTC).date()
+            assert await services.quotas.reserve("acme", today)  # admission in flight: no run row yet
+            await services.run_service.recover_orphans()  # the heartbeat's pass
+            usage = await services.quotas.usage("acme", today)
+            assert usage is not None and usage.concurrent_runs == 1
+            assert not await services.quotas.reserve("acme", today)  # the limit still holds
+            await services.run_service.recover_orphans(at_start=True)  # a restart: nothing is in flight
+            usage = await services.quotas.usage("acme", today)
+            assert usage is not None and usage.concurrent_runs == 0
+        finally:
+            await services.kms.close()
+            await services.warehouse.close()
 
     asyncio.run(scenario())

@@ -209,8 +209,9 @@ class RunService:
         return [_public_run(r) for r in rows]
 
     # --- lifecycle -------------------------------------------------------------------------
-    async def recover_orphans(self) -> int:
-        """Mark runs whose owner is gone FAILED ("owner lost") and give back their slots."""
+    async def recover_orphans(self, *, at_start: bool = False) -> int:
+        """Mark runs whose owner is gone FAILED ("owner lost") and give back their slots.
+        ``at_start``: called by the lifespan before the service takes requests."""
         s = self._s
         if not await s.warehouse.table_exists(s.catalog.ref("org_meta_pipeline_runs")):
             return 0  # not bootstrapped yet
@@ -239,9 +240,10 @@ class RunService:
             )
         if recovered:
             log.warning("recovered orphaned runs", extra={"count": recovered})
-        # Recount slots from the runs table for orgs with no admission or release in flight (at the
-        # start of a single-process backend nothing can be in flight at all).
-        quiet = 0.0 if s.warehouse.capabilities.single_process and not self._tasks else s.settings.run_lease_seconds
+        # Recount slots from the runs table for orgs with no admission or release in flight. Only
+        # at the start of a single-process backend can nothing be in flight; later, an admission
+        # sits between its slot reservation and its run row, and a recount then would free its slot.
+        quiet = 0.0 if at_start and s.warehouse.capabilities.single_process else s.settings.run_lease_seconds
         await s.quotas.resync_concurrent(quiet_seconds=quiet)
         return recovered
 
