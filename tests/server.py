@@ -50,9 +50,23 @@ class ServerProcess:
         }
         self.log_path = data_dir / f"server-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self._started = False
         self.base_url = f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30.0) -> None:
+        try:
+            self._start(timeout)
+        except RuntimeError:
+            # The free port was taken between choosing it and binding it: a first start moves on to
+            # another (a restart keeps its port: clients already hold the address).
+            if self._started or "address already in use" not in self.log():
+                raise
+            self.port = free_port()
+            self.env["PORT"] = str(self.port)
+            self.base_url = f"http://127.0.0.1:{self.port}"
+            self._start(timeout)
+
+    def _start(self, timeout: float) -> None:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "src.app"], cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT
@@ -63,6 +77,7 @@ class ServerProcess:
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
             try:
                 if httpx.get(f"{self.base_url}/health", timeout=0.5).status_code == 200:
+                    self._started = True
                     return
             except httpx.HTTPError:
                 pass

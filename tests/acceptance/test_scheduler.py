@@ -31,7 +31,7 @@ from tests.conftest import DEMO, unique_slug
 from tests.server import REPO, Api, ServerProcess, free_port
 
 NOOP_PIPELINES = 10
-LEASE_SECONDS = 2.0
+LEASE_SECONDS = 4.0  # long enough for a slow emulator to renew in time; the dead-worker test waits it out
 
 
 class Gate:
@@ -493,12 +493,16 @@ def test_failed_runs_are_retried_with_backoff_then_the_item_fails(sapi: Api) -> 
     key = sapi.onboard(slug)
     sid = create_due(sapi, slug, key, "testing/fail/always_fails", max_attempts=3)["schedule_id"]
     trigger(sapi)
+    before = datetime.now(UTC)
     first = process(sapi, max_items=1)
     assert [o["state"] for o in first["items"]] == ["RETRY"]
     waiting = only_item(sapi, slug, key, sid)
     assert waiting["state"] == "RETRY" and waiting["attempts"] == 1
     assert "attempt 1 of 3" in waiting["last_error"] and "FAILED" in waiting["last_error"]
-    assert parse_ts(waiting["next_attempt_at"]) > parse_ts(waiting["updated_at"])  # backoff, not at once
+    # Backoff, not at once: at least the base delay after the attempt started.
+    assert parse_ts(waiting["next_attempt_at"]) >= before + timedelta(
+        seconds=float(SERVER_ENV["QUEUE_BACKOFF_BASE_SECONDS"])
+    )
     item = process_until(sapi, slug, key, sid, {"COMPLETED", "FAILED"})
     assert item["state"] == "FAILED" and item["attempts"] == 3, item
     assert item["last_error"].startswith("attempt 3 of 3: run ") and "ended FAILED" in item["last_error"]
