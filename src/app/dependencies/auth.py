@@ -91,7 +91,21 @@ async def _org_identity(services: Services, presented: str) -> Identity:
     return Identity(is_admin=False, org_slug=cached.org_slug, key_id=cached.key_id)
 
 
+_IDENTITY = "convergence.identity"  # the request's identity, once established (scope key)
+
+
 async def authenticate_request(request: Request) -> Identity:
+    """Who is calling; established once per request (the org and admin dependencies call it
+    directly rather than through ``Depends``: each dependency level costs per request)."""
+    known: Identity | None = request.scope.get(_IDENTITY)
+    if known is not None:
+        return known
+    identity = await _authenticate(request)
+    request.scope[_IDENTITY] = identity
+    return identity
+
+
+async def _authenticate(request: Request) -> Identity:
     services: Services = request.app.state.services
     client = _client(request)
     wait = services.auth_failures.retry_after(client)
@@ -122,7 +136,8 @@ async def _identify(services: Services, request: Request) -> Identity:
     raise AuthenticationError("missing X-API-Key or X-Admin-Key header", code="missing_credentials")
 
 
-async def require_admin(request: Request, identity: Annotated[Identity, Depends(authenticate_request)]) -> Identity:
+async def require_admin(request: Request) -> Identity:
+    identity = await authenticate_request(request)
     if not identity.is_admin:
         raise PermissionDeniedError("this route needs the admin key (X-Admin-Key)", code="admin_required")
     services: Services = request.app.state.services
@@ -150,15 +165,15 @@ AdminDep = Annotated[Identity, Depends(require_admin)]
 CallerDep = Annotated[Identity, Depends(authenticate_request)]  # admin or any org key
 
 
-async def authorized_org(org_slug: Annotated[str, Path(pattern=ORG_SLUG_PATTERN)], identity: CallerDep) -> str:
+async def authorized_org(request: Request, org_slug: Annotated[str, Path(pattern=ORG_SLUG_PATTERN)]) -> str:
     """The path's org after authorization — a dependency, so another org's key gets 403 before
     the body is validated (422)."""
-    return authorize_org(identity, org_slug)
+    return authorize_org(await authenticate_request(request), org_slug)
 
 
-async def authorized_org_admin(org_slug: Annotated[str, Path(pattern=ORG_SLUG_PATTERN)], identity: AdminDep) -> str:
+async def authorized_org_admin(request: Request, org_slug: Annotated[str, Path(pattern=ORG_SLUG_PATTERN)]) -> str:
     """The path's org on an admin-only route."""
-    return authorize_org(identity, org_slug)
+    return authorize_org(await require_admin(request), org_slug)
 
 
 OrgDep = Annotated[str, Depends(authorized_org)]
