@@ -220,6 +220,60 @@ def test_another_orgs_key_is_refused_on_every_lifecycle_route(api: Api, method: 
     assert [k["status"] for k in keys] == ["ACTIVE"]
 
 
+ALL_SCOPES = ["pipelines:run", "pipelines:read", "org:read", "org:write"]
+
+
+def _rotate(api: Api, slug: str, headers: dict[str, str], **body: Any) -> Any:
+    return api.http.post(f"/api/v1/organizations/{slug}/api-keys/rotate", headers=headers, json=body)
+
+
+def test_a_key_does_only_what_its_scopes_allow(api: Api) -> None:
+    slug = unique_slug("scoped")
+    full = api.onboard(slug)
+    listed = api.http.get(f"/api/v1/organizations/{slug}/api-keys", headers={"X-API-Key": full}).json()["keys"]
+    assert [sorted(k["scopes"]) for k in listed] == [sorted(ALL_SCOPES)]
+
+    # A read-only key for a dashboard: the org narrows its own key.
+    response = _rotate(api, slug, {"X-API-Key": full}, scopes=["org:read", "pipelines:read"])
+    assert response.status_code == 200, response.text
+    assert sorted(response.json()["scopes"]) == ["org:read", "pipelines:read"]
+    reader = {"X-API-Key": response.json()["api_key"]}
+    assert api.http.get(f"/api/v1/organizations/{slug}", headers={"X-API-Key": full}).status_code == 401
+
+    costs = f"/costs/daily?start_date={DAY}&end_date={DAY}"
+    for path in ("", "/usage", "/api-keys", "/notifications", "/schedules", costs):
+        assert api.http.get(f"/api/v1/organizations/{slug}{path}", headers=reader).status_code == 200, path
+    assert api.http.get("/api/v1/pipelines/runs", headers=reader).status_code == 200
+
+    refused = [
+        api.http.post(f"/api/v1/pipelines/run/{slug}/gcp/cost/cost_billing", headers=reader, json={"date": DAY}),
+        api.http.post(f"/api/v1/organizations/{slug}/schedules", headers=reader, json={}),
+        api.http.put(f"/api/v1/organizations/{slug}/notifications", headers=reader, json={"x": 1}),  # 403 before 422
+        api.http.delete(f"/api/v1/organizations/{slug}/credentials/gcp", headers=reader),
+        api.http.put(f"/api/v1/organizations/{slug}/billing-source", headers=reader, json={}),
+        _rotate(api, slug, reader),
+    ]
+    for r in refused:
+        assert r.status_code == 403, (r.request.url, r.text)
+        assert r.json()["error"] == "insufficient_scope" and r.json()["request_id"]
+    assert api.http.get("/api/v1/pipelines/runs", headers=reader).json()["count"] == 0  # nothing started
+    assert usage(api, slug, reader["X-API-Key"])["today"]["runs"] == 0
+
+    # The admin issues a full key again; a key never grants more than its caller.
+    response = _rotate(api, slug, api.admin, scopes=["org:read", "org:write"])
+    assert response.status_code == 200, response.text
+    writer = {"X-API-Key": response.json()["api_key"]}
+    wider = _rotate(api, slug, writer, scopes=["org:read", "org:write", "pipelines:run"])
+    assert wider.status_code == 403 and wider.json()["error"] == "insufficient_scope", wider.text
+    assert api.http.get(f"/api/v1/organizations/{slug}", headers=writer).status_code == 200  # unchanged
+    assert _rotate(api, slug, api.admin, scopes=["pipelines:all"]).status_code == 422
+    assert _rotate(api, slug, api.admin, scopes=[]).status_code == 422
+    response = _rotate(api, slug, api.admin)
+    assert sorted(response.json()["scopes"]) == sorted(ALL_SCOPES)
+    again = {"X-API-Key": response.json()["api_key"]}
+    assert api.run(slug, again["X-API-Key"], {"date": "2026-02-30"}).status_code == 422  # past the scope check
+
+
 # --- dedicated servers ----------------------------------------------------------------------
 
 

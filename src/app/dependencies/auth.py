@@ -4,9 +4,10 @@
 * ``X-API-Key``: ``{org_slug}_api_{16 chars}``; found by SHA-256 hash, through an in-process
   cache, so a warm request does not touch the warehouse. The organization comes from the key.
 
-Refusals: no, wrong or expired key -> 401; an org key on an admin route, another org's path, or a
-suspended org -> 403; a client that keeps failing to authenticate, or calls admin routes too
-often -> 429 (per-instance limits, see ``src/core/security/rate_limit.py``).
+Refusals: no, wrong or expired key -> 401; an org key on an admin route, another org's path, a key
+without the route's scope (``src/core/security/scopes.py``), or a suspended org -> 403; a client
+that keeps failing to authenticate, or calls admin routes too often -> 429 (per-instance limits, see
+``src/core/security/rate_limit.py``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import asyncio
 import hmac
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated
@@ -23,6 +25,7 @@ from fastapi import Depends, Path, Request
 
 from src.app.logging_setup import org_slug_var
 from src.core.errors import AuthenticationError, PermissionDeniedError, ServiceError, TooManyRequestsError
+from src.core.security import scopes
 from src.core.security.api_keys import ORG_SLUG_PATTERN, hash_api_key, key_org
 from src.core.security.key_cache import KeyIdentity
 from src.core.services.container import Services
@@ -35,6 +38,11 @@ class Identity:
     is_admin: bool
     org_slug: str | None = None  # the key's org (None for the admin)
     key_id: str | None = None
+    scopes: frozenset[str] = frozenset(scopes.ALL)
+
+    def require(self, scope: str) -> None:
+        if scope not in self.scopes:
+            raise PermissionDeniedError(f"this API key does not have the {scope!r} scope", code="insufficient_scope")
 
 
 ADMIN = Identity(is_admin=True)
@@ -76,7 +84,13 @@ async def _org_identity(services: Services, presented: str) -> Identity:
     hit, cached = services.key_cache.get(key_hash)
     if not hit:
         row = await services.keys.find(key_hash)
-        cached = KeyIdentity(row["org_slug"], row["key_id"], row["expires_at"], row["org_status"]) if row else None
+        cached = (
+            KeyIdentity(
+                row["org_slug"], row["key_id"], row["expires_at"], row["org_status"], frozenset(row["scopes"] or ())
+            )
+            if row
+            else None
+        )
         services.key_cache.put(key_hash, cached)
     if cached is None:
         raise AuthenticationError("invalid API key", code="invalid_api_key")
@@ -88,7 +102,7 @@ async def _org_identity(services: Services, presented: str) -> Identity:
             f"organization {cached.org_slug!r} is suspended; contact your platform admin", code="org_suspended"
         )
     _touch_later(services, cached)
-    return Identity(is_admin=False, org_slug=cached.org_slug, key_id=cached.key_id)
+    return Identity(is_admin=False, org_slug=cached.org_slug, key_id=cached.key_id, scopes=cached.scopes)
 
 
 _IDENTITY = "convergence.identity"  # the request's identity, once established (scope key)
@@ -165,10 +179,17 @@ AdminDep = Annotated[Identity, Depends(require_admin)]
 CallerDep = Annotated[Identity, Depends(authenticate_request)]  # admin or any org key
 
 
-async def authorized_org(request: Request, org_slug: Annotated[str, Path(pattern=ORG_SLUG_PATTERN)]) -> str:
-    """The path's org after authorization — a dependency, so another org's key gets 403 before
-    the body is validated (422)."""
-    return authorize_org(await authenticate_request(request), org_slug)
+def authorized_org_with(scope: str) -> Callable[..., Awaitable[str]]:
+    """A dependency: the path's org after authorization, for a key with ``scope`` — so another
+    org's key, or a key without the scope, gets 403 before the body is validated (422)."""
+
+    async def authorized_org(request: Request, org_slug: Annotated[str, Path(pattern=ORG_SLUG_PATTERN)]) -> str:
+        identity = await authenticate_request(request)
+        org = authorize_org(identity, org_slug)
+        identity.require(scope)
+        return org
+
+    return authorized_org
 
 
 async def authorized_org_admin(request: Request, org_slug: Annotated[str, Path(pattern=ORG_SLUG_PATTERN)]) -> str:
@@ -176,5 +197,9 @@ async def authorized_org_admin(request: Request, org_slug: Annotated[str, Path(p
     return authorize_org(await require_admin(request), org_slug)
 
 
-OrgDep = Annotated[str, Depends(authorized_org)]
+# The path's org for a key with the named scope (or the admin).
+OrgRead = Annotated[str, Depends(authorized_org_with(scopes.ORG_READ))]
+OrgWrite = Annotated[str, Depends(authorized_org_with(scopes.ORG_WRITE))]
+PipelinesRun = Annotated[str, Depends(authorized_org_with(scopes.PIPELINES_RUN))]
+PipelinesRead = Annotated[str, Depends(authorized_org_with(scopes.PIPELINES_READ))]
 AdminOrgDep = Annotated[str, Depends(authorized_org_admin)]

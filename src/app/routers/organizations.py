@@ -5,7 +5,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response, status
 
-from src.app.dependencies.auth import AdminDep, CallerDep, OrgDep
+from src.app.dependencies.auth import AdminDep, CallerDep, OrgRead, OrgWrite
 from src.app.dependencies.services import ServicesDep
 from src.app.logging_setup import org_slug_var
 from src.app.schemas.organizations import (
@@ -39,14 +39,14 @@ async def onboard(_: AdminDep, services: ServicesDep, body: OnboardRequest, resp
 
 
 @router.get("/{org_slug}", response_model=OrgResponse)
-async def organization(org: OrgDep, services: ServicesDep) -> dict[str, Any]:
+async def organization(org: OrgRead, services: ServicesDep) -> dict[str, Any]:
     """Profile, plan and limits (never key material). Admin key or the org's own key."""
     return await get_org(services, org)
 
 
 @router.put("/{org_slug}/billing-source")
 async def billing_source(
-    org: OrgDep, identity: CallerDep, services: ServicesDep, body: BillingSourceRequest
+    org: OrgWrite, identity: CallerDep, services: ServicesDep, body: BillingSourceRequest
 ) -> dict[str, Any]:
     """Set (or clear with null) where the org's GCP billing export lives; the table is checked first.
     Outside development an org key may only choose a table its own stored service account reads."""
@@ -56,7 +56,7 @@ async def billing_source(
 
 @router.get("/{org_slug}/costs/daily", response_model=DailyCostsResponse)
 async def costs_daily(
-    org: OrgDep,
+    org: OrgRead,
     services: ServicesDep,
     start_date: date,
     end_date: date,

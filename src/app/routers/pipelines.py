@@ -11,6 +11,7 @@ from src.app.dependencies.services import ServicesDep
 from src.app.logging_setup import request_id_var
 from src.app.schemas.organizations import ORG_SLUG_PATTERN
 from src.core.errors import BadRequestError, ValidationFailedError
+from src.core.security import scopes
 from src.core.services.runs import Caller
 
 router = APIRouter(prefix="/api/v1/pipelines", tags=["pipelines"])
@@ -64,6 +65,7 @@ async def run_pipeline(
 ) -> dict[str, Any]:
     """Start ``configs/{provider}/{domain}/{pipeline}.yml`` for the org; 202 with the run id."""
     org = authorize_org(identity, org_slug)
+    identity.require(scopes.PIPELINES_RUN)
     loaded = services.store.runnable(provider, domain, pipeline)
     params = await _json_object(request)
     return await services.run_service.start(
@@ -79,6 +81,7 @@ async def get_run(
     pipeline_logging_id: Annotated[str, Path(max_length=64)], identity: CallerDep, services: ServicesDep
 ) -> dict[str, Any]:
     """One run with its steps and reconciliation results. Another org's run is 404."""
+    identity.require(scopes.PIPELINES_READ)
     return await services.run_service.get(pipeline_logging_id, None if identity.is_admin else identity.org_slug)
 
 
@@ -94,6 +97,7 @@ async def list_runs(
 ) -> dict[str, Any]:
     """The caller's runs, newest first (the admin sees every org's, or one with ``org_slug``)."""
     caller_org = org_slug if identity.is_admin else authorize_org(identity, org_slug or identity.org_slug or "")
+    identity.require(scopes.PIPELINES_READ)
     runs = await services.run_service.list(
         caller_org=caller_org, status=status_filter, pipeline=pipeline, on_date=on_date, limit=limit
     )

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, status
 
-from src.app.dependencies.auth import OrgDep
+from src.app.dependencies.auth import PipelinesRead, PipelinesRun
 from src.app.dependencies.services import ServicesDep
 from src.app.schemas.schedules import (
     SCHEDULE_ID_PATTERN,
@@ -33,7 +33,7 @@ def _schedule_id(schedule_id: str) -> str:
 
 
 @router.post("/{org_slug}/schedules", status_code=status.HTTP_201_CREATED, response_model=ScheduleResponse)
-async def create_schedule(org: OrgDep, services: ServicesDep, body: ScheduleCreateRequest) -> dict[str, Any]:
+async def create_schedule(org: PipelinesRun, services: ServicesDep, body: ScheduleCreateRequest) -> dict[str, Any]:
     """Schedule an org-runnable pipeline: cron (five fields) in an IANA time zone, the pipeline's
     parameters with a relative window, attempts per due time. Unknown pipeline -> 404; bad cron,
     zone or parameters -> 422."""
@@ -41,20 +41,20 @@ async def create_schedule(org: OrgDep, services: ServicesDep, body: ScheduleCrea
 
 
 @router.get("/{org_slug}/schedules", response_model=ScheduleListResponse)
-async def list_schedules(org: OrgDep, services: ServicesDep) -> dict[str, Any]:
+async def list_schedules(org: PipelinesRead, services: ServicesDep) -> dict[str, Any]:
     """The org's schedules with their next due time and their last run."""
     schedules = await service.list_schedules(services, org)
     return {"schedules": schedules, "count": len(schedules)}
 
 
 @router.get("/{org_slug}/schedules/{schedule_id}", response_model=ScheduleResponse)
-async def get_schedule(org: OrgDep, schedule_id: ScheduleId, services: ServicesDep) -> dict[str, Any]:
+async def get_schedule(org: PipelinesRead, schedule_id: ScheduleId, services: ServicesDep) -> dict[str, Any]:
     return await service.get_schedule(services, org, _schedule_id(schedule_id))
 
 
 @router.patch("/{org_slug}/schedules/{schedule_id}", response_model=ScheduleResponse)
 async def update_schedule(
-    org: OrgDep, schedule_id: ScheduleId, services: ServicesDep, body: ScheduleUpdateRequest
+    org: PipelinesRun, schedule_id: ScheduleId, services: ServicesDep, body: ScheduleUpdateRequest
 ) -> dict[str, Any]:
     """Change fields; ``{"is_active": false}`` pauses (waiting items are cancelled), ``true`` resumes."""
     changes = body.model_dump(exclude_unset=True)
@@ -62,14 +62,14 @@ async def update_schedule(
 
 
 @router.delete("/{org_slug}/schedules/{schedule_id}")
-async def delete_schedule(org: OrgDep, schedule_id: ScheduleId, services: ServicesDep) -> dict[str, Any]:
+async def delete_schedule(org: PipelinesRun, schedule_id: ScheduleId, services: ServicesDep) -> dict[str, Any]:
     """Delete the schedule; its waiting queue items are cancelled, its history stays."""
     return await service.delete_schedule(services, org, _schedule_id(schedule_id))
 
 
 @router.get("/{org_slug}/schedules/{schedule_id}/runs")
 async def schedule_runs(
-    org: OrgDep,
+    org: PipelinesRead,
     schedule_id: ScheduleId,
     services: ServicesDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,

@@ -18,6 +18,7 @@ class KeyIdentity:
     key_id: str
     expires_at: datetime | None
     org_status: str
+    scopes: frozenset[str]
 
 
 class KeyCache:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from src.core.errors import NotFoundError, ValidationFailedError
+from src.core.security import scopes
 from src.core.security.api_keys import generate_api_key, hash_api_key, key_prefix, new_key_id
 from src.core.security.kms import encrypt_text
 from src.core.services.container import invalidate_org
@@ -13,13 +15,13 @@ from src.core.services.container import invalidate_org
 if TYPE_CHECKING:
     from src.core.services.container import Services
 
-SCOPES = ["pipelines:run", "pipelines:read", "org:read", "org:write"]
 
-
-async def rotate_key(services: Services, org_slug: str, *, grace_seconds: int, created_by: str) -> dict[str, Any]:
-    """Issue a new key (returned once); the org's other active keys keep working for
-    ``grace_seconds`` (0 = revoked now). The new key is written first: a failure never locks
-    the org out."""
+async def rotate_key(
+    services: Services, org_slug: str, *, grace_seconds: int, created_by: str, key_scopes: Iterable[str] = scopes.ALL
+) -> dict[str, Any]:
+    """Issue a new key (returned once) with ``key_scopes`` (those of the key it replaces); the
+    org's other active keys keep working for ``grace_seconds`` (0 = revoked now). The new key is
+    written first: a failure never locks the org out."""
     limit = services.settings.max_key_grace_seconds
     if not 0 <= grace_seconds <= limit:
         raise ValidationFailedError(f"grace_period_seconds must be between 0 and {limit}", code="invalid_grace_period")
@@ -34,7 +36,7 @@ async def rotate_key(services: Services, org_slug: str, *, grace_seconds: int, c
             "key_prefix": key_prefix(api_key),
             "encrypted_key": await encrypt_text(services.kms, api_key, org_slug=org_slug, purpose="api_key"),
             "kms_key_name": services.kms.key_name,
-            "scopes": SCOPES,
+            "scopes": [s for s in scopes.ALL if s in set(key_scopes)],
             "status": "ACTIVE",
             "created_by": created_by,
             "created_at": now,
@@ -51,6 +53,7 @@ async def rotate_key(services: Services, org_slug: str, *, grace_seconds: int, c
         "org_slug": org_slug,
         "api_key": api_key,
         "key_id": key_id,
+        "scopes": [s for s in scopes.ALL if s in set(key_scopes)],
         "previous_keys_expire_at": old_expire,
         "grace_period_seconds": grace_seconds,
     }

@@ -26,7 +26,7 @@ class KeyRepository:
         try:
             rows = await self._wh.query(
                 f"""
-                SELECT k.key_id, k.org_slug, k.expires_at, p.status AS org_status
+                SELECT k.key_id, k.org_slug, k.expires_at, k.scopes, p.status AS org_status
                 FROM {self._keys} AS k
                 JOIN {self._profiles} AS p ON p.org_slug = k.org_slug
                 WHERE k.key_hash = @key_hash AND k.status = 'ACTIVE'

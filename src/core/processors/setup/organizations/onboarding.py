@@ -11,12 +11,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from src.core.engine.repositories.orgs import ExtraRow, NewKey, NewOrg
 from src.core.engine.schema import load_schema_file
 from src.core.pipeline.context import StepContext
 from src.core.pipeline.loader import parse_model, read_yaml
+from src.core.security import scopes
 from src.core.security.api_keys import generate_api_key, hash_api_key, key_prefix, new_key_id
 from src.core.security.kms import encrypt_text
 from src.core.services.org_checks import check_onboarding
@@ -39,7 +40,14 @@ class OnboardingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     dataset: DatasetConfig
     metadata_table: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")
-    api_key_scopes: tuple[str, ...]
+    api_key_scopes: tuple[str, ...] = Field(min_length=1)
+
+    @field_validator("api_key_scopes")
+    @classmethod
+    def _known_scopes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if bad := scopes.unknown(value):
+            raise ValueError(f"unknown scopes {bad}; known: {list(scopes.ALL)}")
+        return value
 
 
 class OnboardingProcessor:
