@@ -248,3 +248,24 @@ def test_the_periodic_recount_leaves_an_admission_in_flight_alone(tmp_path: Path
             await services.warehouse.close()
 
     asyncio.run(scenario())
+
+
+def test_a_recount_between_claim_and_release_does_not_free_the_slot_twice(tmp_path: Path) -> None:
+    """Runs A and B hold the two slots; A is ending (its slot claimed, not yet given back) when a
+    recount of the quiet org lands: after A's release, B still holds its slot and one new run fits."""
+
+    async def scenario() -> None:
+        wh, quotas = await _repo(tmp_path)
+        await quotas.set_limits("acme", daily=10, monthly=10, concurrent=2)
+        runs, a = await _admitted_running_run(wh, quotas)
+        await _admitted_running_run(wh, quotas)
+        assert await runs.claim_slot_release(pipeline_logging_id=a, org_slug="acme", from_states=("RUNNING",))
+        await quotas.resync_concurrent(quiet_seconds=0)
+        await quotas.release("acme")
+        usage = await quotas.usage("acme", DAY)
+        assert usage is not None and usage.concurrent_runs == 1
+        assert await quotas.reserve("acme", DAY)
+        assert not await quotas.reserve("acme", DAY)  # 2 of 2: B and the new one
+        await wh.close()
+
+    asyncio.run(scenario())

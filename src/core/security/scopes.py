@@ -1,7 +1,8 @@
 """What an org API key may do. Every org route requires one scope; the admin key has them all.
 
 Onboarding gives a new key the scopes listed in ``configs/setup/organizations/onboarding/config.yml``
-(validated against this list); a rotated key keeps the scopes of the key it replaces.
+(validated against this list); a rotated key gets the calling key's scopes or fewer (the admin's
+rotation: all of them, unless it names fewer).
 """
 
 from __future__ import annotations

@@ -19,9 +19,9 @@ if TYPE_CHECKING:
 async def rotate_key(
     services: Services, org_slug: str, *, grace_seconds: int, created_by: str, key_scopes: Iterable[str] = scopes.ALL
 ) -> dict[str, Any]:
-    """Issue a new key (returned once) with ``key_scopes`` (those of the key it replaces); the
-    org's other active keys keep working for ``grace_seconds`` (0 = revoked now). The new key is
-    written first: a failure never locks the org out."""
+    """Issue a new key (returned once) with ``key_scopes`` (the router checks they are within the
+    caller's); the org's other active keys keep working for ``grace_seconds`` (0 = revoked now).
+    The new key is written first: a failure never locks the org out."""
     limit = services.settings.max_key_grace_seconds
     if not 0 <= grace_seconds <= limit:
         raise ValidationFailedError(f"grace_period_seconds must be between 0 and {limit}", code="invalid_grace_period")

@@ -24,7 +24,7 @@ async def end_run(
     the run ended can start the next one. The slot is claimed on the run row first, so it is given
     back once however many callers race to end the run; runs admitted without a quota hold none.
     A process dying between the statements leaves a count that ``QuotaRepository.resync_concurrent``
-    repairs (it recounts the active runs that still hold a slot)."""
+    repairs once orphan recovery has ended the run."""
     if await runs.claim_slot_release(
         pipeline_logging_id=pipeline_logging_id, org_slug=org_slug, from_states=from_states
     ):

@@ -240,7 +240,7 @@ class RunService:
             )
         if recovered:
             log.warning("recovered orphaned runs", extra={"count": recovered})
-        # Recount slots from the runs table for orgs with no admission or release in flight. Only
+        # Recount slots from the runs table for orgs with no admission in flight. Only
         # at the start of a single-process backend can nothing be in flight; later, an admission
         # sits between its slot reservation and its run row, and a recount then would free its slot.
         quiet = 0.0 if at_start and s.warehouse.capabilities.single_process else s.settings.run_lease_seconds

@@ -104,13 +104,18 @@ class QuotaRepository:
         )
 
     async def resync_concurrent(self, *, quiet_seconds: float) -> int:
-        """Set ``concurrent_runs`` to the number of active runs that hold a slot, for orgs whose
-        counters nobody touched for ``quiet_seconds`` (no admission or release in flight: those
-        update the row). Repairs a count left behind by a process that died between two statements."""
+        """Set ``concurrent_runs`` to the number of active runs admitted with a slot, for orgs whose
+        counters nobody touched for ``quiet_seconds`` (no admission in flight: a reservation updates
+        the row). Repairs a count left behind by a process that died between two statements.
+
+        A run still active counts even when its slot is already claimed for release
+        (``quota_released``): its release may be in flight, and counting it out here as well would
+        free the slot twice. If its process died there, the count is one too high until orphan
+        recovery ends the run and the next recount drops it: the safe direction."""
         active = f"""(
             SELECT COUNT(*) FROM {self._runs} AS r
             WHERE r.org_slug = q.org_slug AND r.status IN ('PENDING', 'RUNNING')
-              AND r.quota_usage_date IS NOT NULL AND NOT IFNULL(r.quota_released, FALSE))"""
+              AND r.quota_usage_date IS NOT NULL)"""
         params: dict[str, Any] = {
             "quiet_before": TypedParam("TIMESTAMP", datetime.now(UTC) - timedelta(seconds=quiet_seconds))
         }
