@@ -137,6 +137,14 @@ async def _admitted_running_run(wh: DuckDBWarehouse, quotas: QuotaRepository) ->
     return runs, run_id
 
 
+async def _two_running_runs(wh: DuckDBWarehouse, quotas: QuotaRepository) -> tuple[RunRepository, str, str]:
+    """Both slots of a concurrent limit of 2 held by running runs."""
+    await quotas.set_limits("acme", daily=10, monthly=10, concurrent=2)
+    runs, first = await _admitted_running_run(wh, quotas)
+    _, second = await _admitted_running_run(wh, quotas)
+    return runs, first, second
+
+
 def test_a_run_reads_as_ended_only_after_its_slot_is_back(tmp_path: Path) -> None:
     """A scheduler that waits for COMPLETED and then starts the next run must not be refused."""
 
@@ -159,9 +167,7 @@ def test_racing_enders_give_the_slot_back_once(tmp_path: Path) -> None:
 
     async def scenario() -> None:
         wh, quotas = await _repo(tmp_path)
-        await quotas.set_limits("acme", daily=10, monthly=10, concurrent=2)
-        runs, run_id = await _admitted_running_run(wh, quotas)
-        _, other_id = await _admitted_running_run(wh, quotas)
+        runs, run_id, other_id = await _two_running_runs(wh, quotas)
         results = await asyncio.gather(
             *(
                 end_run(
@@ -190,9 +196,7 @@ def test_racing_enders_give_the_slot_back_once(tmp_path: Path) -> None:
 def test_a_process_dying_between_slot_and_final_state_does_not_release_twice(tmp_path: Path) -> None:
     async def scenario() -> None:
         wh, quotas = await _repo(tmp_path)
-        await quotas.set_limits("acme", daily=10, monthly=10, concurrent=2)
-        runs, run_id = await _admitted_running_run(wh, quotas)
-        await _admitted_running_run(wh, quotas)
+        runs, run_id, _ = await _two_running_runs(wh, quotas)
         # The first half of end_run, then the process died: the run still reads RUNNING.
         assert await runs.claim_slot_release(pipeline_logging_id=run_id, org_slug="acme", from_states=("RUNNING",))
         await quotas.release("acme")
@@ -256,9 +260,7 @@ def test_a_recount_between_claim_and_release_does_not_free_the_slot_twice(tmp_pa
 
     async def scenario() -> None:
         wh, quotas = await _repo(tmp_path)
-        await quotas.set_limits("acme", daily=10, monthly=10, concurrent=2)
-        runs, a = await _admitted_running_run(wh, quotas)
-        await _admitted_running_run(wh, quotas)
+        runs, a, _ = await _two_running_runs(wh, quotas)
         assert await runs.claim_slot_release(pipeline_logging_id=a, org_slug="acme", from_states=("RUNNING",))
         await quotas.resync_concurrent(quiet_seconds=0)
         await quotas.release("acme")
