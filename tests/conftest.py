@@ -10,6 +10,7 @@ from datetime import date
 import pytest
 
 from tests.backends import Backend, BigQueryBackend, DuckDBBackend, Seed
+from tests.kms_fake import KMS_KEY, KmsFake
 from tests.server import Api, ServerProcess
 
 # The demo export used by acceptance tests: fixed, in the past, small.
@@ -124,3 +125,11 @@ def start_server(tmp: object, template: object | None, **env: str) -> ServerProc
     srv = ServerProcess(path, env)
     srv.start()
     return srv
+
+
+@pytest.fixture
+def kms_fake() -> Iterator[KmsFake]:
+    """A local Cloud KMS holding ``KMS_KEY``."""
+    with KmsFake() as fake:
+        fake.add_key(KMS_KEY)
+        yield fake

@@ -39,6 +39,9 @@ def crc32c(data: bytes) -> int:
     return int(google_crc32c.value(data))
 
 
+KMS_KEY = "projects/convergence-test/locations/global/keyRings/convergence/cryptoKeys/stored-secrets"
+
+
 @dataclass(frozen=True)
 class KmsCall:
     method: str  # "encrypt" | "decrypt"

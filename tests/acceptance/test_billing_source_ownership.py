@@ -5,7 +5,6 @@ Cloud KMS fake (staging refuses to start without KMS)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,17 +12,8 @@ import pytest
 from src.core.demo.billing_export import export_table_name
 from tests.backends import Backend
 from tests.conftest import DEMO, DEMO_END, unique_slug
-from tests.kms_fake import KmsFake
+from tests.kms_fake import KMS_KEY, KmsFake
 from tests.server import Api
-
-KEY = "projects/convergence-test/locations/global/keyRings/convergence/cryptoKeys/stored-secrets"
-
-
-@pytest.fixture
-def kms_fake() -> Iterator[KmsFake]:
-    with KmsFake() as fake:
-        fake.add_key(KEY)
-        yield fake
 
 
 def test_an_org_key_cannot_choose_an_export_the_shared_account_reads(
@@ -32,7 +22,7 @@ def test_an_org_key_cannot_choose_an_export_the_shared_account_reads(
     if backend.name != "bigquery":
         pytest.skip("DuckDB has no principals (capability org_credentials=False) and is refused outside development")
     srv = backend.new_server(
-        tmp_path / "srv", DEMO, ENVIRONMENT="staging", KMS_KEY_NAME=KEY, KMS_API_ENDPOINT=kms_fake.endpoint
+        tmp_path / "srv", DEMO, ENVIRONMENT="staging", KMS_KEY_NAME=KMS_KEY, KMS_API_ENDPOINT=kms_fake.endpoint
     )
     try:
         api = Api(srv)

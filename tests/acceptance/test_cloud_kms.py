@@ -9,26 +9,15 @@ warehouse; reading the stored rows back needs the DuckDB file after the server s
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import duckdb
-import pytest
 
 from tests.conftest import start_server, unique_slug
 from tests.gcp_keys import key_file, secret_fragments
-from tests.kms_fake import KmsFake
+from tests.kms_fake import KMS_KEY, KmsFake
 from tests.server import Api
-
-KEY = "projects/convergence-test/locations/global/keyRings/convergence/cryptoKeys/stored-secrets"
-
-
-@pytest.fixture
-def kms_fake() -> Iterator[KmsFake]:
-    with KmsFake() as fake:
-        fake.add_key(KEY)
-        yield fake
 
 
 def rows(path: Path, table: str, slug: str) -> list[dict[str, Any]]:
@@ -42,7 +31,7 @@ def rows(path: Path, table: str, slug: str) -> list[dict[str, Any]]:
 
 
 def test_onboarding_and_credentials_are_encrypted_by_cloud_kms(tmp_path: Path, kms_fake: KmsFake) -> None:
-    server = start_server(tmp_path / "kms", None, KMS_KEY_NAME=KEY, KMS_API_ENDPOINT=kms_fake.endpoint)
+    server = start_server(tmp_path / "kms", None, KMS_KEY_NAME=KMS_KEY, KMS_API_ENDPOINT=kms_fake.endpoint)
     slug = unique_slug("kms")
     data = key_file("kms-loader")
     try:
@@ -51,7 +40,7 @@ def test_onboarding_and_credentials_are_encrypted_by_cloud_kms(tmp_path: Path, k
         key = api.onboard(slug)
         encrypts = [c for c in kms_fake.calls if c.method == "encrypt"]
         assert len(encrypts) == 1 and encrypts[0].status == 200
-        assert encrypts[0].key_name == KEY
+        assert encrypts[0].key_name == KMS_KEY
         assert slug.encode() in encrypts[0].aad and b"api_key" in encrypts[0].aad
 
         stored = api.http.put(f"/api/v1/organizations/{slug}/credentials/gcp", headers={"X-API-Key": key}, json=data)
@@ -64,18 +53,18 @@ def test_onboarding_and_credentials_are_encrypted_by_cloud_kms(tmp_path: Path, k
         server.stop()
     db = server.data_dir / "warehouse.duckdb"
     (key_row,) = rows(db, "org_api_keys", slug)
-    assert key_row["kms_key_name"] == KEY
+    assert key_row["kms_key_name"] == KMS_KEY
     assert key[-16:] not in str(key_row["encrypted_key"])
     assert base64.b64decode(key_row["encrypted_key"])
     (cred_row,) = rows(db, "org_cloud_credentials", slug)
-    assert cred_row["kms_key_name"] == KEY and cred_row["status"] == "ACTIVE"
+    assert cred_row["kms_key_name"] == KMS_KEY and cred_row["status"] == "ACTIVE"
     for fragment in secret_fragments(data):
         assert fragment not in str(cred_row["encrypted_credential"])
         assert fragment not in server.log()
 
 
 def test_a_kms_outage_fails_onboarding_cleanly(tmp_path: Path, kms_fake: KmsFake) -> None:
-    server = start_server(tmp_path / "kms-down", None, KMS_KEY_NAME=KEY, KMS_API_ENDPOINT=kms_fake.endpoint)
+    server = start_server(tmp_path / "kms-down", None, KMS_KEY_NAME=KMS_KEY, KMS_API_ENDPOINT=kms_fake.endpoint)
     try:
         api = Api(server)
         assert api.bootstrap().status_code == 200

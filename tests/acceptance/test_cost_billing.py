@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -291,14 +291,23 @@ def test_a_crash_leaves_no_run_running(big_server: ServerProcess) -> None:
     assert all(c["passed"] for c in dest_checks(again))
 
 
-def test_reconciliation_failure_rolls_back_and_fails_the_run(backend: Backend, tmp_path: Path) -> None:
+def _configs_with_load_step(tmp_path: Path, edit: Callable[[dict[str, Any]], None]) -> Path:
+    """A copy of ``configs/`` whose cost_billing load step (its YAML mapping) went through ``edit``."""
     configs = tmp_path / "configs"
     shutil.copytree(REPO / "configs", configs)
     pipeline_file = configs / "gcp/cost/cost_billing.yml"
     spec = yaml.safe_load(pipeline_file.read_text())
-    source = spec["steps"][0]["config"]["source"]
-    source["query"] = source["query"].rstrip() + "\n  AND b.cost_type != 'tax'\n"  # a lossy load
+    edit(spec["steps"][0])
     pipeline_file.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return configs
+
+
+def test_reconciliation_failure_rolls_back_and_fails_the_run(backend: Backend, tmp_path: Path) -> None:
+    def lossy(step: dict[str, Any]) -> None:
+        source = step["config"]["source"]
+        source["query"] = source["query"].rstrip() + "\n  AND b.cost_type != 'tax'\n"
+
+    configs = _configs_with_load_step(tmp_path, lossy)
     srv = backend.new_server(tmp_path / "srv", DEMO, CONFIGS_DIR=str(configs))
     try:
         api = Api(srv)
@@ -379,14 +388,12 @@ def test_bigquery_tables_get_partitioning_clustering_and_labels(backend: Backend
 
 
 def test_warehouse_errors_reach_the_tenant_without_driver_text(backend: Backend, tmp_path: Path) -> None:
-    configs = tmp_path / "configs"
-    shutil.copytree(REPO / "configs", configs)
-    pipeline_file = configs / "gcp/cost/cost_billing.yml"
-    spec = yaml.safe_load(pipeline_file.read_text())
-    source = spec["steps"][0]["config"]["source"]
-    source["query"] = source["query"].replace("b.seller_name,", "b.seller_nme,")  # a typo in the config
-    spec["steps"][0]["retries"] = 0
-    pipeline_file.write_text(yaml.safe_dump(spec, sort_keys=False))
+    def typo(step: dict[str, Any]) -> None:
+        source = step["config"]["source"]
+        source["query"] = source["query"].replace("b.seller_name,", "b.seller_nme,")
+        step["retries"] = 0
+
+    configs = _configs_with_load_step(tmp_path, typo)
     srv = backend.new_server(tmp_path / "srv", DEMO, CONFIGS_DIR=str(configs))
     try:
         api = Api(srv)

@@ -25,6 +25,7 @@ async def rotate_key(
     limit = services.settings.max_key_grace_seconds
     if not 0 <= grace_seconds <= limit:
         raise ValidationFailedError(f"grace_period_seconds must be between 0 and {limit}", code="invalid_grace_period")
+    granted = [s for s in scopes.ALL if s in set(key_scopes)]  # in the catalogue's order
     api_key = generate_api_key(org_slug)
     key_id = new_key_id()
     now = datetime.now(UTC)
@@ -36,7 +37,7 @@ async def rotate_key(
             "key_prefix": key_prefix(api_key),
             "encrypted_key": await encrypt_text(services.kms, api_key, org_slug=org_slug, purpose="api_key"),
             "kms_key_name": services.kms.key_name,
-            "scopes": [s for s in scopes.ALL if s in set(key_scopes)],
+            "scopes": granted,
             "status": "ACTIVE",
             "created_by": created_by,
             "created_at": now,
@@ -53,7 +54,7 @@ async def rotate_key(
         "org_slug": org_slug,
         "api_key": api_key,
         "key_id": key_id,
-        "scopes": [s for s in scopes.ALL if s in set(key_scopes)],
+        "scopes": granted,
         "previous_keys_expire_at": old_expire,
         "grace_period_seconds": grace_seconds,
     }
