@@ -150,14 +150,14 @@ def _filters(backend: str) -> dict[str, str]:
 
 
 def _project() -> str:
-    from src.app.config import Settings
+    from src.core.settings import Settings
 
     return str(Settings.model_fields["gcp_project_id"].default)
 
 
 def _duckdb_defaults() -> tuple[str, int]:
     """The service's DuckDB memory_limit and threads (its Settings defaults, or DUCKDB_MEMORY_LIMIT)."""
-    from src.app.config import Settings
+    from src.core.settings import Settings
 
     fields = Settings.model_fields
     memory_limit = os.environ.get("DUCKDB_MEMORY_LIMIT") or str(fields["duckdb_memory_limit"].default)

@@ -1,4 +1,8 @@
-"""``python -m src.app``: start the service (HOST/PORT from the environment, Cloud Run style)."""
+"""``python -m src.app``: start the service (HOST/PORT from the environment, Cloud Run style).
+
+uvicorn picks uvloop and httptools (both in requirements.txt); ``UVICORN_LOOP`` / ``UVICORN_HTTP``
+(the names uvicorn's own CLI reads) choose others, e.g. ``asyncio`` / ``h11``.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,8 @@ def main() -> None:
         log_config=None,
         access_log=False,
         proxy_headers=True,
+        loop=os.environ.get("UVICORN_LOOP", "auto"),
+        http=os.environ.get("UVICORN_HTTP", "auto"),
     )
 
 

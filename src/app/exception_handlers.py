@@ -35,8 +35,8 @@ def error_response(
     body: dict[str, Any] = {"error": code, "message": message, "request_id": request_id}
     if extra:
         body.update({k: v for k, v in extra.items() if k not in body})
-    all_headers = {"X-Request-ID": request_id, **(headers or {})}
-    return JSONResponse(body, status_code=status, headers=all_headers)
+    # X-Request-ID is added to every response by the request middleware.
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 async def _service_error(request: Request, exc: Exception) -> JSONResponse:

@@ -1,7 +1,8 @@
 """The FastAPI app: ``create_app()`` wires settings, lifespan, middleware, errors and routers.
 
-Run it with ``python -m src.app`` (or ``uvicorn --factory src.app.main:create_app``). Nothing is
-connected at import time: clients are built in the lifespan.
+Run it with ``python -m src.app``, ``uvicorn --factory src.app.main:create_app``, or the seed's
+``uvicorn src.app.main:app``: ``app`` is built on first access (a module ``__getattr__``), so
+importing this module reads no settings and builds nothing. Clients are built in the lifespan.
 """
 
 from __future__ import annotations
@@ -11,14 +12,14 @@ import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from pydantic import ValidationError
 
 from src.app import exception_handlers
-from src.app.config import Settings
 from src.app.dependencies.auth import authenticate_request
-from src.app.logging_setup import configure_logging
+from src.app.logging_setup import AccessLog, configure_logging
 from src.app.middleware import RequestContextMiddleware
 from src.app.routers import (
     admin,
@@ -26,6 +27,7 @@ from src.app.routers import (
     credentials,
     health,
     keys,
+    metrics,
     notifications,
     organizations,
     pipelines,
@@ -33,18 +35,46 @@ from src.app.routers import (
     schedules,
 )
 from src.core.errors import WarehouseError, WarehouseNotFoundError
+from src.core.metrics import Metrics
+from src.core.settings import Settings
 
 log = logging.getLogger("convergence")
+
+ROUTERS = (
+    health,
+    organizations,
+    pipelines,
+    keys,
+    schedules,
+    notifications,
+    credentials,
+    admin,
+    admin_orgs,
+    scheduler,
+    metrics,
+)
+HOT_ROUTES = ("organization", "health")  # endpoint names matched first
 
 VERSION = "0.1.0"
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    app.state.access_log.start()
+    try:
+        async with _services(app):
+            yield
+    finally:
+        app.state.access_log.stop()
+
+
+@asynccontextmanager
+async def _services(app: FastAPI) -> AsyncIterator[None]:
+    """Build and start the clients; stop them at shutdown."""
     from src.core.services.container import build_services
 
     settings: Settings = app.state.settings
-    services = build_services(settings)
+    services = build_services(settings, metrics=app.state.metrics)
     await services.warehouse.start()
     app.state.services = services
     app.state.authenticate_headers = authenticate_request
@@ -107,23 +137,36 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=VERSION,
         description="Multi-tenant pipelines that turn GCP billing exports into exact per-organization cost tables.",
         lifespan=lifespan,
+        # FastAPI's native OpenTelemetry hooks look up providers on every request; the service has
+        # its own request log and Prometheus metrics.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
+    app.state.metrics = Metrics()
+    app.state.access_log = AccessLog(level=settings.log_level, secrets=secrets)
     exception_handlers.install(app)
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_request_body_bytes)
-    # Routes are matched in order, router by router: the probes (two routes) and then the org-key
-    # routes called most come first. No two routers share a path, so the order changes no answer.
-    for module in (
-        health,
-        organizations,
-        pipelines,
-        keys,
-        schedules,
-        notifications,
-        credentials,
-        admin,
-        admin_orgs,
-        scheduler,
-    ):
-        app.include_router(module.router)
+    app.add_middleware(
+        RequestContextMiddleware,
+        max_body_bytes=settings.max_request_body_bytes,
+        access_log=app.state.access_log,
+        metrics=app.state.metrics,
+    )
+    # Routes are matched in order, one linear scan per request: the routes called most come first
+    # (the org profile, the probes), then the others router by router, FastAPI's docs routes last.
+    # No two routes share a method and path, so the order changes no answer. Routes go on the app's
+    # own router rather than through include_router, whose nesting level FastAPI matches twice.
+    docs = list(app.router.routes)
+    ours = [route for module in ROUTERS for route in module.router.routes]
+    hot = [route for route in ours if getattr(route, "name", None) in HOT_ROUTES]
+    app.router.routes[:] = hot + [route for route in ours if route not in hot] + docs
     return app
+
+
+def __getattr__(name: str) -> Any:
+    """``src.app.main:app`` for plain ``uvicorn`` (no ``--factory``): built once, on first access."""
+    if name == "app":
+        built = globals().get("_app")
+        if built is None:
+            built = globals()["_app"] = create_app()
+        return built
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,76 +1,85 @@
-"""ASGI middleware: request id, body-size limit, one JSON access-log line per request."""
+"""ASGI middleware: request id, body-size limit, and per request one access-log line and one
+latency observation by route template (``AccessLog``, ``Metrics``: both built at start-up)."""
 
 from __future__ import annotations
 
+import itertools
 import json
-import logging
+import os
 import re
 import time
-import uuid
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from src.app.logging_setup import org_slug_var, request_id_var
+from src.app.logging_setup import AccessLog, org_slug_var, request_id_var
+from src.core.metrics import Metrics
 
-log = logging.getLogger("convergence.access")
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", []):
-        if key.lower() == name:
-            return value.decode("latin-1")
-    return None
+# Generated request ids: a random prefix per process and a counter (unique across instances, cheap).
+_ID_PREFIX = os.urandom(8).hex()
+_ids = itertools.count(1)
+_BODYLESS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE"})
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, access_log: AccessLog, metrics: Metrics) -> None:
         self.app = app
         self.max_body = max_body_bytes
+        self._access = access_log
+        self._metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = _header(scope, b"x-request-id")
-        request_id = incoming if incoming and _REQUEST_ID_RE.fullmatch(incoming) else uuid.uuid4().hex
+        incoming = length = None
+        for name, value in scope["headers"]:  # one pass over the request's headers
+            if name == b"x-request-id":
+                incoming = value.decode("latin-1")
+            elif name == b"content-length":
+                length = value.decode("latin-1")
+        request_id = incoming if incoming and _REQUEST_ID_RE.fullmatch(incoming) else f"{_ID_PREFIX}{next(_ids):08x}"
         request_id_var.set(request_id)
         org_slug_var.set(None)
         started = time.perf_counter()
-        status = {"code": 500}
+        status = 500
+        id_header = (b"x-request-id", request_id.encode())
 
         async def send_with_id(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
-                headers.append((b"x-request-id", request_id.encode()))
-                message["headers"] = headers
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), id_header]
             await send(message)
 
         try:
-            body_receive = await self._limited_body(scope, receive, send_with_id, request_id)
-            if body_receive is not None:
-                await self.app(scope, body_receive, send_with_id)
+            if length in (None, "0") and scope["method"] in _BODYLESS:
+                await self.app(scope, receive, send_with_id)
+            else:
+                body_receive = await self._limited_body(receive, send_with_id, request_id, length)
+                if body_receive is not None:
+                    await self.app(scope, body_receive, send_with_id)
         finally:
-            log.info(
-                "request",
-                extra={
-                    "httpRequest": {
-                        "requestMethod": scope["method"],
-                        "requestUrl": scope["path"],
-                        "status": status["code"],
-                        "latency": f"{time.perf_counter() - started:.6f}s",
-                        "remoteIp": (scope.get("client") or ("", 0))[0],
-                    }
-                },
+            seconds = time.perf_counter() - started
+            route = scope.get("route")
+            template: str | None = getattr(route, "path", None)
+            self._metrics.observe_request(template, scope["method"], status, seconds)
+            self._access.write(
+                method=scope["method"],
+                path=scope["path"],
+                status=status,
+                seconds=seconds,
+                remote_ip=(scope.get("client") or ("", 0))[0],
+                request_id=request_id,
+                org_slug=org_slug_var.get(),
+                route=template,
             )
 
-    async def _limited_body(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> Receive | None:
+    async def _limited_body(
+        self, receive: Receive, send: Send, request_id: str, declared: str | None
+    ) -> Receive | None:
         """Buffer the body up to the limit (bodies here are small JSON); None = refused with 413."""
-        if scope["method"] in {"GET", "HEAD", "OPTIONS", "DELETE"} and _header(scope, b"content-length") in {None, "0"}:
-            return receive
-        declared = _header(scope, b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
             await self._reject(send, request_id)
             return None

@@ -917,6 +917,9 @@ def test_logs_are_cloud_logging_json_with_request_id_and_org(server: ServerProce
     assert record["severity"] == "INFO"
     assert record["httpRequest"]["status"] == 200
     assert record["httpRequest"]["requestMethod"] == "GET"
+    assert record["httpRequest"]["requestUrl"] == f"/api/v1/organizations/{slug}"
+    assert record["route"] == "/api/v1/organizations/{org_slug}"
+    assert float(record["httpRequest"]["latency"].rstrip("s")) > 0
 
     rid_admin = f"log-{unique_slug('la')}"
     api.http.get(f"/api/v1/organizations/{slug}", headers={**ADMIN, "X-Request-ID": rid_admin})

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,58 @@ def test_development_with_disable_auth_starts_warns_and_serves_admin_routes(tmp_
         assert warnings, "no WARNING line about DISABLE_AUTH at start-up"
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["-m", "uvicorn", "src.app.main:app"],  # the seed document's own command
+        ["-m", "uvicorn", "--factory", "src.app.main:create_app"],
+    ],
+    ids=["seed-uvicorn-app", "uvicorn-factory"],
+)
+def test_the_documented_uvicorn_commands_serve_health(tmp_path: Path, command: list[str]) -> None:
+    """``python3 -m uvicorn src.app.main:app --host 0.0.0.0 --port 8000`` with the seed's variables
+    (here on loopback and a free port, with the data files in a temporary folder)."""
+    import httpx
+
+    port = free_port()
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", str(tmp_path)),
+        "GCP_PROJECT_ID": "gac-prod-471220",
+        "ADMIN_API_KEY": ADMIN_KEY,
+        "DISABLE_AUTH": "true",
+        "DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"),
+        "LOCAL_KMS_KEY_PATH": str(tmp_path / "local_kms.key"),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, *command, "--host", "127.0.0.1", "--port", str(port)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, "no answer from /health in 20 s"
+                time.sleep(0.1)
+        assert response.status_code == 200
+        assert response.json() == {"status": "ok"}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def test_importing_the_app_module_builds_nothing() -> None:
+    """``import src.app.main`` reads no settings and builds no app (``app`` is built on access)."""
+    code = "import src.app.main as m, sys; sys.exit(1 if '_app' in vars(m) else 0)"
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "ENVIRONMENT": "production"}  # unsafe: would refuse
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

@@ -8,7 +8,8 @@ import sqlglot
 from google.api_core import exceptions as gexc
 
 from src.core.engine.base import QueryOptions, TypedParam
-from src.core.engine.bigquery_backend import BigQueryWarehouse, ddl_type, to_query_parameter, translate_error
+from src.core.engine.bigquery_backend import BigQueryWarehouse
+from src.core.engine.bigquery_mapping import ddl_type, to_query_parameter, translate_error
 from src.core.engine.loads import replace_merge_sql, window_condition
 from src.core.engine.schema import parse_schema
 from src.core.engine.sql import TableRef

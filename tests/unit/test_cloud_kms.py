@@ -156,7 +156,7 @@ def test_malformed_key_name_is_refused_at_construction() -> None:
 def test_settings_refuse_a_malformed_key_name() -> None:
     from pydantic import ValidationError
 
-    from src.app.config import Settings
+    from src.core.settings import Settings
 
     with pytest.raises(ValidationError):
         Settings(kms_key_name="my-key")

@@ -10,9 +10,9 @@ import yaml
 
 from src.core.engine.catalog import CentralCatalog
 from src.core.errors import ConfigError
-from src.core.pipeline.config_files import validate_all
 from src.core.pipeline.loader import PipelineStore
-from src.core.processors.registry import ProcessorRegistry
+from src.core.pipeline.registry import ProcessorRegistry
+from src.core.services.config_files import validate_all
 from tests.conftest import CENTRAL_TABLES
 from tests.server import REPO
 

@@ -22,7 +22,6 @@ import duckdb
 import pytest
 from pydantic import ValidationError
 
-from src.app.config import Settings
 from src.app.schemas.credentials import GcpServiceAccountKey
 from src.core.engine.base import Warehouse
 from src.core.engine.bigquery_backend import BigQueryWarehouse
@@ -40,6 +39,7 @@ from src.core.services.credentials import (
     store_gcp_credentials,
 )
 from src.core.services.setup import SetupService
+from src.core.settings import Settings
 from tests.gcp_keys import key_file, secret_fragments
 
 T = TypeVar("T")

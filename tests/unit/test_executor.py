@@ -11,11 +11,12 @@ from typing import Any
 import pytest
 
 from src.core.errors import ValidationFailedError
-from src.core.pipeline.context import RunInfo, StepContext
+from src.core.pipeline.context import StepContext
 from src.core.pipeline.executor import NullRecorder, PipelineExecutor
 from src.core.pipeline.loader import LoadedPipeline
 from src.core.pipeline.models import PipelineSpec
-from src.core.processors.registry import Processor, ProcessorRegistry
+from src.core.pipeline.registry import Processor, ProcessorRegistry
+from src.core.run_types import RunInfo
 
 
 class Recording:
@@ -229,7 +230,7 @@ def test_rows_processed_adds_up() -> None:
 
 @pytest.mark.parametrize("bad", ["os.path", "gcp.nope", "Gcp.bq_etl", "gcp..x", "gcp.bq_etl;x", "registry.x"])
 def test_registry_refuses_anything_outside_the_processors_package(bad: str) -> None:
-    from src.core.processors.registry import UnknownProcessorError
+    from src.core.pipeline.registry import UnknownProcessorError
 
     with pytest.raises(UnknownProcessorError):
         ProcessorRegistry().get(bad)

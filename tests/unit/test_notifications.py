@@ -10,16 +10,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from src.app.config import Settings
 from src.core.errors import ConfigError
 from src.core.notify.delivery import DeliveryError, deliver
 from src.core.notify.email import DEFAULT_BODY, DEFAULT_SUBJECT, EmailConfig, build_message
 from src.core.notify.slack import DEFAULT_TEXT, SlackConfig, payload
 from src.core.notify.templates import DEFAULTS_VARIABLES, render, run_values, unknown_placeholders
 from src.core.notify.webhook_url import UnsafeWebhookError, mask_webhook_url, resolve_checked
-from src.core.pipeline.config_files import validate_all
-from src.core.pipeline.context import RunInfo, RunState, StepOutcome
-from src.core.processors.registry import ProcessorRegistry
+from src.core.pipeline.registry import ProcessorRegistry
+from src.core.run_types import RunInfo, RunState, StepOutcome
+from src.core.services.config_files import validate_all
+from src.core.settings import Settings
 from tests.server import REPO
 
 CONFIGS = REPO / "configs"
@@ -230,7 +230,7 @@ def test_email_config_needs_real_addresses() -> None:
 def test_the_request_goes_to_the_checked_address_not_a_second_dns_answer() -> None:
     import httpx
 
-    from src.core.notify.slack import PinnedTransport
+    from src.core.notify.webhook_post import PinnedTransport
     from tests.notify_peers import WebhookSink
 
     sink = WebhookSink()

@@ -10,17 +10,17 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from src.app.config import Settings
 from src.core.engine.base import RetryPolicy
 from src.core.engine.catalog import CentralCatalog
 from src.core.engine.duckdb_backend import DuckDBWarehouse
 from src.core.engine.repositories.quotas import QuotaRepository
 from src.core.engine.repositories.runs import NewRun, RunRepository
 from src.core.engine.rows import insert_statement
-from src.core.pipeline.context import RunInfo
+from src.core.run_types import RunInfo
 from src.core.services.container import build_services
 from src.core.services.run_recorder import end_run
 from src.core.services.setup import SetupService
+from src.core.settings import Settings
 from tests.server import REPO
 
 DAY = date(2026, 1, 31)

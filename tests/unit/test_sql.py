@@ -18,13 +18,14 @@ from src.core.engine.loads import (
     replace_statements,
     window_condition,
 )
+from src.core.engine.repositories.billing_export import export_schema
 from src.core.engine.sql import TableRef
 from src.core.engine.translate import to_duckdb
-from src.core.pipeline.loader import PLACEHOLDER_RE, PipelineStore
+from src.core.pipeline.loader import PipelineStore
+from src.core.pipeline.registry import ProcessorRegistry
+from src.core.placeholders import PLACEHOLDER_RE
 from src.core.processors.gcp.bq_etl import Config as EtlConfig
 from src.core.processors.gcp.bq_etl import schema_templates
-from src.core.processors.registry import ProcessorRegistry
-from src.core.services.billing_source import export_schema
 from tests.server import REPO
 
 CONFIGS = REPO / "configs"

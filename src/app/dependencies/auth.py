@@ -83,7 +83,7 @@ async def _org_identity(services: Services, presented: str) -> Identity:
     key_hash = hash_api_key(presented)
     hit, cached = services.key_cache.get(key_hash)
     if not hit:
-        row = await services.keys.find(key_hash)
+        row = await services.lookups.run(f"key:{key_hash}", lambda: services.keys.find(key_hash))
         cached = (
             KeyIdentity(
                 row["org_slug"], row["key_id"], row["expires_at"], row["org_status"], frozenset(row["scopes"] or ())
@@ -136,9 +136,19 @@ async def _authenticate(request: Request) -> Identity:
         raise
 
 
+def _presented_keys(request: Request) -> tuple[str | None, str | None]:
+    """(X-Admin-Key, X-API-Key) from the raw ASGI headers, in one pass (names arrive lowercase)."""
+    admin_key = api_key = None
+    for name, value in request.scope["headers"]:
+        if name == b"x-api-key" and api_key is None:
+            api_key = value.decode("latin-1")
+        elif name == b"x-admin-key" and admin_key is None:
+            admin_key = value.decode("latin-1")
+    return admin_key, api_key
+
+
 async def _identify(services: Services, request: Request) -> Identity:
-    admin_key = request.headers.get("x-admin-key")
-    api_key = request.headers.get("x-api-key")
+    admin_key, api_key = _presented_keys(request)
     if admin_key:
         if _admin_key_matches(services, admin_key):
             return ADMIN
@@ -179,27 +189,47 @@ AdminDep = Annotated[Identity, Depends(require_admin)]
 CallerDep = Annotated[Identity, Depends(authenticate_request)]  # admin or any org key
 
 
-def authorized_org_with(scope: str) -> Callable[..., Awaitable[str]]:
-    """A dependency: the path's org after authorization, for a key with ``scope`` — so another
-    org's key, or a key without the scope, gets 403 before the body is validated (422)."""
+@dataclass(frozen=True, slots=True)
+class OrgAccess:
+    """The path's organization, authorized for the caller, with the services to act on it: what an
+    org route needs, in one dependency (each dependency level costs on every request)."""
 
-    async def authorized_org(request: Request, org_slug: Annotated[str, Path(pattern=ORG_SLUG_PATTERN)]) -> str:
-        identity = await authenticate_request(request)
-        org = authorize_org(identity, org_slug)
-        identity.require(scope)
-        return org
+    slug: str
+    identity: Identity
+    services: Services
+
+
+OrgSlugPath = Annotated[str, Path(pattern=ORG_SLUG_PATTERN)]
+
+
+async def org_access(request: Request, org_slug: str, scope: str) -> OrgAccess:
+    """The path's org for a caller with ``scope``: 401 unauthenticated; 403 for another org's key,
+    a key without the scope, or a suspended org."""
+    identity = await authenticate_request(request)
+    org = authorize_org(identity, org_slug)
+    identity.require(scope)
+    return OrgAccess(org, identity, request.app.state.services)
+
+
+def authorized_org_with(scope: str) -> Callable[..., Awaitable[OrgAccess]]:
+    """A dependency: ``org_access`` for ``scope`` — so another org's key, or a key without the
+    scope, gets 403 before the body is validated (422)."""
+
+    async def authorized_org(request: Request, org_slug: OrgSlugPath) -> OrgAccess:
+        return await org_access(request, org_slug, scope)
 
     return authorized_org
 
 
-async def authorized_org_admin(request: Request, org_slug: Annotated[str, Path(pattern=ORG_SLUG_PATTERN)]) -> str:
+async def authorized_org_admin(request: Request, org_slug: OrgSlugPath) -> OrgAccess:
     """The path's org on an admin-only route."""
-    return authorize_org(await require_admin(request), org_slug)
+    identity = await require_admin(request)
+    return OrgAccess(authorize_org(identity, org_slug), identity, request.app.state.services)
 
 
 # The path's org for a key with the named scope (or the admin).
-OrgRead = Annotated[str, Depends(authorized_org_with(scopes.ORG_READ))]
-OrgWrite = Annotated[str, Depends(authorized_org_with(scopes.ORG_WRITE))]
-PipelinesRun = Annotated[str, Depends(authorized_org_with(scopes.PIPELINES_RUN))]
-PipelinesRead = Annotated[str, Depends(authorized_org_with(scopes.PIPELINES_READ))]
-AdminOrgDep = Annotated[str, Depends(authorized_org_admin)]
+OrgRead = Annotated[OrgAccess, Depends(authorized_org_with(scopes.ORG_READ))]
+OrgWrite = Annotated[OrgAccess, Depends(authorized_org_with(scopes.ORG_WRITE))]
+PipelinesRun = Annotated[OrgAccess, Depends(authorized_org_with(scopes.PIPELINES_RUN))]
+PipelinesRead = Annotated[OrgAccess, Depends(authorized_org_with(scopes.PIPELINES_READ))]
+AdminOrgDep = Annotated[OrgAccess, Depends(authorized_org_admin)]

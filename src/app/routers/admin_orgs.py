@@ -27,27 +27,25 @@ async def list_organizations(
 
 
 @router.put("/{org_slug}/subscription")
-async def change_subscription(org: AdminOrgDep, services: ServicesDep, body: SubscriptionRequest) -> dict[str, Any]:
+async def change_subscription(org: AdminOrgDep, body: SubscriptionRequest) -> dict[str, Any]:
     """Change the plan; its limits apply from the next run."""
-    return await lifecycle.change_plan(services, org, body.subscription_plan)
+    return await lifecycle.change_plan(org.services, org.slug, body.subscription_plan)
 
 
 @router.post("/{org_slug}/suspend")
-async def suspend(
-    org: AdminOrgDep, services: ServicesDep, body: SuspendRequest = Body(default_factory=SuspendRequest)
-) -> dict[str, Any]:
+async def suspend(org: AdminOrgDep, body: SuspendRequest = Body(default_factory=SuspendRequest)) -> dict[str, Any]:
     """The org's keys get 403 and its pipelines cannot run; its data stays."""
-    return await lifecycle.set_status(services, org, suspend=True, reason=body.reason)
+    return await lifecycle.set_status(org.services, org.slug, suspend=True, reason=body.reason)
 
 
 @router.post("/{org_slug}/reactivate")
-async def reactivate(org: AdminOrgDep, services: ServicesDep) -> dict[str, Any]:
-    return await lifecycle.set_status(services, org, suspend=False, reason=None)
+async def reactivate(org: AdminOrgDep) -> dict[str, Any]:
+    return await lifecycle.set_status(org.services, org.slug, suspend=False, reason=None)
 
 
 @router.delete("/{org_slug}/api-keys/{key_id}")
 async def revoke_api_key(
-    org: AdminOrgDep, key_id: Annotated[str, Path(pattern=r"^key_[0-9a-f]{16}$")], services: ServicesDep
+    org: AdminOrgDep, key_id: Annotated[str, Path(pattern=r"^key_[0-9a-f]{16}$")]
 ) -> dict[str, Any]:
     """Revoke one key without a replacement (effective at once on this instance)."""
-    return await keys.revoke_key(services, org, key_id)
+    return await keys.revoke_key(org.services, org.slug, key_id)

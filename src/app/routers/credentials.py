@@ -10,8 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from src.app.dependencies.auth import OrgRead, OrgWrite
-from src.app.dependencies.services import ServicesDep
+from src.app.dependencies.auth import OrgAccess, OrgRead, OrgWrite
 from src.app.schemas.credentials import MAX_KEY_FILE_BYTES, CredentialResponse, GcpServiceAccountKey
 from src.core.errors import PayloadTooLargeError
 from src.core.services.credentials import get_gcp_credentials, revoke_gcp_credentials, store_gcp_credentials
@@ -19,7 +18,7 @@ from src.core.services.credentials import get_gcp_credentials, revoke_gcp_creden
 router = APIRouter(prefix="/api/v1/organizations", tags=["credentials"])
 
 
-async def _org_and_small_body(org: OrgWrite, request: Request) -> str:
+async def _org_and_small_body(org: OrgWrite, request: Request) -> OrgAccess:
     """Authorized first (401/403), then the size (413), then the body's fields (422)."""
     if len(await request.body()) > MAX_KEY_FILE_BYTES:
         raise PayloadTooLargeError(f"a service-account key file is at most {MAX_KEY_FILE_BYTES} bytes")
@@ -28,24 +27,23 @@ async def _org_and_small_body(org: OrgWrite, request: Request) -> str:
 
 @router.put("/{org_slug}/credentials/gcp", response_model=CredentialResponse)
 async def put_gcp_credentials(
-    org: Annotated[str, Depends(_org_and_small_body)],
-    services: ServicesDep,
+    org: Annotated[OrgAccess, Depends(_org_and_small_body)],
     body: GcpServiceAccountKey,
     response: Response,
 ) -> dict[str, Any]:
     """Store the org's GCP service-account key file (encrypted); its cost queries then run as it
     (BigQuery). Replaces any earlier one. Answers metadata only."""
     response.headers["Cache-Control"] = "no-store"
-    return await store_gcp_credentials(services, org, body.document())
+    return await store_gcp_credentials(org.services, org.slug, body.document())
 
 
 @router.get("/{org_slug}/credentials/gcp", response_model=CredentialResponse)
-async def get_credentials(org: OrgRead, services: ServicesDep) -> dict[str, Any]:
+async def get_credentials(org: OrgRead) -> dict[str, Any]:
     """Metadata of the org's newest stored credentials (ACTIVE or REVOKED); never the key."""
-    return await get_gcp_credentials(services, org)
+    return await get_gcp_credentials(org.services, org.slug)
 
 
 @router.delete("/{org_slug}/credentials/gcp", response_model=CredentialResponse)
-async def delete_credentials(org: OrgWrite, services: ServicesDep) -> dict[str, Any]:
+async def delete_credentials(org: OrgWrite) -> dict[str, Any]:
     """Revoke: status REVOKED, the encrypted key file removed; queries go back to the service's account."""
-    return await revoke_gcp_credentials(services, org)
+    return await revoke_gcp_credentials(org.services, org.slug)

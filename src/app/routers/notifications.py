@@ -7,7 +7,6 @@ from typing import Any
 from fastapi import APIRouter
 
 from src.app.dependencies.auth import OrgRead, OrgWrite
-from src.app.dependencies.services import ServicesDep
 from src.app.schemas.notifications import NotificationPreferencesRequest, NotificationPreferencesResponse
 from src.core.services.notifications import get_preferences, set_preferences
 
@@ -15,20 +14,18 @@ router = APIRouter(prefix="/api/v1/organizations", tags=["notifications"])
 
 
 @router.get("/{org_slug}/notifications", response_model=NotificationPreferencesResponse)
-async def get_notifications(org: OrgRead, services: ServicesDep) -> dict[str, Any]:
+async def get_notifications(org: OrgRead) -> dict[str, Any]:
     """E-mails, outcomes that notify, and whether a Slack webhook is set (masked, never in clear)."""
-    return await get_preferences(services, org)
+    return await get_preferences(org.services, org.slug)
 
 
 @router.put("/{org_slug}/notifications", response_model=NotificationPreferencesResponse)
-async def put_notifications(
-    org: OrgWrite, services: ServicesDep, body: NotificationPreferencesRequest
-) -> dict[str, Any]:
+async def put_notifications(org: OrgWrite, body: NotificationPreferencesRequest) -> dict[str, Any]:
     """Replace the org's notification preferences, applied to all its runs (in addition to the
     pipelines' own notification steps). ``slack_webhook_url`` omitted = keep, null = remove."""
     return await set_preferences(
-        services,
-        org,
+        org.services,
+        org.slug,
         emails=[str(e) for e in body.emails],
         on=list(body.on),
         webhook_url=body.slack_webhook_url,

@@ -18,12 +18,12 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from src.app.config import Settings
 from src.core.demo.billing_export import export_table_name, write_ndjson
 from src.core.engine.base import Warehouse
 from src.core.engine.factory import build_warehouse
+from src.core.engine.repositories.billing_export import export_schema
 from src.core.engine.schema import TableOptions, TimePartitioning
-from src.core.services.billing_source import export_schema
+from src.core.settings import Settings
 
 DATASET = "billing_export"
 

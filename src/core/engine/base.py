@@ -76,6 +76,12 @@ class QueryOptions:
 class Warehouse(ABC):
     capabilities: Capabilities
     project: str
+    # Called with the text of every SQL statement sent (metrics); set by the services container.
+    observe_statement: Callable[[str], None] | None = None
+
+    def _observe(self, sql: str) -> None:
+        if self.observe_statement is not None:
+            self.observe_statement(sql)
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Open connections (called once, from the app's lifespan)."""

@@ -8,19 +8,15 @@ path as production.
 BigQuery's rules respected here: rows that change later are only ever written with DML or load
 jobs (never streaming inserts); a window replace is one MERGE statement (atomic, one job);
 every job is labelled with org and run id; tenant queries carry ``maximum_bytes_billed`` and a
-timeout; Google exceptions never leave this module — they become transient (retried) or terminal
-warehouse errors.
+timeout; Google exceptions never leave it (``bigquery_mapping.translate_error``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
-import datetime as dt
 import logging
-import re
 from collections.abc import Callable, Mapping, Sequence
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -38,17 +34,24 @@ from src.core.engine.base import (
     Row,
     RowsCheck,
     TableOptions,
-    TypedParam,
     Warehouse,
 )
+from src.core.engine.bigquery_mapping import (
+    ddl_type,
+    label_value,
+    table_options_of,
+    to_bigquery_table,
+    to_query_parameter,
+    to_schema_field,
+    translate_error,
+)
 from src.core.engine.loads import replace_merge_sql
-from src.core.engine.schema import Schema, SchemaField, TimePartitioning
+from src.core.engine.schema import Schema, SchemaField
 from src.core.engine.sql import TableRef, check_identifier
 from src.core.engine.translate import parameter_names
 from src.core.errors import (
     TerminalWarehouseError,
     TransientWarehouseError,
-    WarehouseAccessDeniedError,
     WarehouseError,
     WarehouseNotFoundError,
 )
@@ -67,95 +70,6 @@ CAPABILITIES = Capabilities(
     checks_before_commit=False,
     org_credentials=True,
 )
-
-_TRANSIENT_REASONS = {"rateLimitExceeded", "backendError", "internalError", "jobRateLimitExceeded"}
-_CONCURRENT = re.compile(r"concurrent update|could not serialize access|aborted due to concurrent", re.I)
-_LABEL_VALUE = re.compile(r"[^a-z0-9_\-]")
-
-
-def _reason(exc: gexc.GoogleAPICallError) -> str:
-    errors = getattr(exc, "errors", None) or []
-    return str(errors[0].get("reason", "")) if errors and isinstance(errors[0], dict) else ""
-
-
-def translate_error(exc: Exception) -> WarehouseError:
-    """Google exception -> project error (transient: retry; terminal: do not)."""
-    message = getattr(exc, "message", None) or str(exc)
-    message = str(message).splitlines()[0][:1000]
-    if isinstance(exc, gexc.GoogleAPICallError):
-        reason = _reason(exc)
-        if _CONCURRENT.search(message):
-            return TransientWarehouseError(f"concurrent update conflict: {message}")
-        if isinstance(exc, gexc.TooManyRequests | gexc.ServerError) or reason in _TRANSIENT_REASONS:
-            return TransientWarehouseError(message)
-        if isinstance(exc, gexc.NotFound):
-            return WarehouseNotFoundError(message)
-        if isinstance(exc, gexc.Forbidden | gexc.Unauthorized):
-            if reason in {"quotaExceeded", "rateLimitExceeded"}:
-                return TransientWarehouseError(message)
-            return WarehouseAccessDeniedError(message)
-        return TerminalWarehouseError(message)
-    if isinstance(exc, TimeoutError):
-        return TransientWarehouseError(f"query timed out: {message}")
-    return TerminalWarehouseError(f"{type(exc).__name__}: {message}")
-
-
-def _infer_type(value: Any) -> str:
-    if isinstance(value, bool):
-        return "BOOL"
-    if isinstance(value, int):
-        return "INT64"
-    if isinstance(value, float):
-        return "FLOAT64"
-    if isinstance(value, Decimal):
-        return "NUMERIC"
-    if isinstance(value, dt.datetime):
-        return "TIMESTAMP"
-    if isinstance(value, dt.date):
-        return "DATE"
-    if isinstance(value, bytes):
-        return "BYTES"
-    return "STRING"
-
-
-def to_query_parameter(name: str, value: Any) -> bigquery.ScalarQueryParameter | bigquery.ArrayQueryParameter:
-    if isinstance(value, TypedParam):
-        kind, raw = value.type.upper(), value.value
-    elif isinstance(value, list | tuple):
-        kind, raw = f"ARRAY<{_infer_type(value[0]) if value else 'STRING'}>", list(value)
-    else:
-        kind, raw = _infer_type(value), value
-    if kind.startswith("ARRAY<"):
-        return bigquery.ArrayQueryParameter(name, kind[6:-1], list(raw or []))
-    if kind == "JSON" and raw is not None and not isinstance(raw, str):
-        import json
-
-        raw = json.dumps(raw, separators=(",", ":"), default=str)
-    return bigquery.ScalarQueryParameter(name, kind, raw)
-
-
-def _to_schema_field(field: SchemaField) -> bigquery.SchemaField:
-    return bigquery.SchemaField(
-        field.name,
-        field.type,
-        mode=field.mode,
-        description=field.description or "",
-        fields=[_to_schema_field(f) for f in field.fields],
-    )
-
-
-def ddl_type(field: SchemaField) -> str:
-    """BigQuery DDL type of a schema field (for ALTER TABLE ADD COLUMN)."""
-    names = {"INTEGER": "INT64", "FLOAT": "FLOAT64", "BOOLEAN": "BOOL"}
-    if field.type == "RECORD":
-        base = "STRUCT<" + ", ".join(f"`{f.name}` {ddl_type(f)}" for f in field.fields) + ">"
-    else:
-        base = names.get(field.type, field.type)
-    return f"ARRAY<{base}>" if field.mode == "REPEATED" else base
-
-
-def _label(value: str) -> str:
-    return _LABEL_VALUE.sub("_", value.lower())[:63]
 
 
 class BigQueryWarehouse(Warehouse):
@@ -231,11 +145,11 @@ class BigQueryWarehouse(Warehouse):
             raise TerminalWarehouseError(f"missing query parameters: {', '.join(sorted(missing))}")
         labels = {"managed-by": "convergence"}
         if options and options.org_slug:
-            labels["org"] = _label(options.org_slug)
+            labels["org"] = label_value(options.org_slug)
         if options and options.run_id:
-            labels["run_id"] = _label(options.run_id)
+            labels["run_id"] = label_value(options.run_id)
         if options:
-            labels.update({_label(k): _label(v) for k, v in options.labels.items()})
+            labels.update({label_value(k): label_value(v) for k, v in options.labels.items()})
         config = bigquery.QueryJobConfig(
             query_parameters=[to_query_parameter(n, params[n]) for n in sorted(wanted)],
             labels=labels,
@@ -258,6 +172,7 @@ class BigQueryWarehouse(Warehouse):
     ) -> tuple[list[Row], int]:
         config = self._job_config(sql, params, options)
         timeout = self._timeout_for(options) + 30
+        self._observe(sql)
 
         def run() -> tuple[list[Row], int]:
             job = self.client.query(sql, job_config=config, retry=self._retry, job_retry=self._job_retry)
@@ -300,6 +215,7 @@ class BigQueryWarehouse(Warehouse):
         endpoint, so there is no in-transaction check here: callers pre-check instead)."""
         sql = replace_merge_sql(destination, columns, source_query, replace_where)
         config = self._job_config(sql, params, options)
+        self._observe(sql)
 
         def run() -> int:
             job = self.client.query(sql, job_config=config, retry=self._retry, job_retry=self._job_retry)
@@ -331,7 +247,7 @@ class BigQueryWarehouse(Warehouse):
             return False
         ds = bigquery.Dataset(self._dataset_id(dataset))
         ds.location = self._location
-        ds.labels = {_label(k): _label(v) for k, v in (labels or {}).items()}
+        ds.labels = {label_value(k): label_value(v) for k, v in (labels or {}).items()}
         ds.description = description
         await self._call(lambda: self.client.create_dataset(ds, exists_ok=True, retry=self._retry))
         return True
@@ -362,20 +278,7 @@ class BigQueryWarehouse(Warehouse):
     async def create_table(self, ref: TableRef, schema: Schema, options: TableOptions | None = None) -> bool:
         if await self.table_exists(ref):
             return False
-        table = bigquery.Table(str(ref), schema=[_to_schema_field(f) for f in schema])
-        if options is not None:
-            part = options.time_partitioning
-            if part is not None:
-                table.time_partitioning = bigquery.TimePartitioning(
-                    type_=part.type,
-                    field=part.field,
-                    expiration_ms=part.expiration_days * 86_400_000 if part.expiration_days else None,
-                )
-                table.require_partition_filter = part.require_partition_filter or None
-            if options.clustering_fields:
-                table.clustering_fields = list(options.clustering_fields)
-            table.labels = {_label(k): _label(v) for k, v in options.labels.items()}
-            table.description = options.description
+        table = to_bigquery_table(str(ref), schema, options)
         await self._call(lambda: self.client.create_table(table, exists_ok=True, retry=self._retry))
         return True
 
@@ -401,7 +304,7 @@ class BigQueryWarehouse(Warehouse):
     async def load_ndjson(self, ref: TableRef, schema: Schema, path: Path, *, truncate: bool) -> int:
         config = bigquery.LoadJobConfig(
             source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON,
-            schema=[_to_schema_field(f) for f in schema],
+            schema=[to_schema_field(f) for f in schema],
             write_disposition=(
                 bigquery.WriteDisposition.WRITE_TRUNCATE if truncate else bigquery.WriteDisposition.WRITE_APPEND
             ),
@@ -418,21 +321,7 @@ class BigQueryWarehouse(Warehouse):
 
     async def table_options(self, ref: TableRef) -> TableOptions:
         table = await self._call(lambda: self.client.get_table(str(ref), retry=self._retry))
-        part = table.time_partitioning
-        return TableOptions(
-            description=table.description,
-            time_partitioning=(
-                TimePartitioning(
-                    type=part.type_,
-                    field=part.field,
-                    expiration_days=int(part.expiration_ms // 86_400_000) if part.expiration_ms else None,
-                )
-                if part
-                else None
-            ),
-            clustering_fields=tuple(table.clustering_fields or ()),
-            labels=dict(table.labels or {}),
-        )
+        return table_options_of(table)
 
     # --- per-org principals ------------------------------------------------------------------
     def with_credentials(self, service_account_info: Mapping[str, Any]) -> BigQueryWarehouse:

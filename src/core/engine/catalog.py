@@ -7,10 +7,10 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from src.core.config_io import parse_model, read_yaml
 from src.core.engine.schema import Schema, TableOptions, load_schema_file, validate_options
 from src.core.engine.sql import TableRef
 from src.core.errors import ConfigError
-from src.core.pipeline.loader import parse_model, read_yaml
 
 BOOTSTRAP_DIR = Path("setup/bootstrap")
 

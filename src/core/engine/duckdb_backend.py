@@ -198,10 +198,12 @@ class DuckDBWarehouse(Warehouse):
         await self._with_cursor(lambda c: c.execute("SELECT 1").fetchall())
 
     async def query(self, sql: str, params: Params | None = None, *, options: QueryOptions | None = None) -> list[Row]:
+        self._observe(sql)
         rows, _ = await self._with_cursor(lambda c: _run(c, sql, params))
         return rows
 
     async def execute(self, sql: str, params: Params | None = None, *, options: QueryOptions | None = None) -> int:
+        self._observe(sql)
         _, affected = await self._with_cursor(lambda c: _run(c, sql, params))
         return affected
 
@@ -225,6 +227,8 @@ class DuckDBWarehouse(Warehouse):
         check: RowsCheck | None = None,
     ) -> ReplaceResult:
         delete, insert = replace_statements(destination, columns, source_query, replace_where)
+        for sql in (delete, insert, *([check_sql] if check_sql else [])):
+            self._observe(sql)
 
         def replace(cursor: duckdb.DuckDBPyConnection) -> ReplaceResult:
             cursor.execute("BEGIN TRANSACTION")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from src.app.config import Settings
 from src.core.engine.base import Warehouse
+from src.core.settings import Settings
 
 
 def build_warehouse(settings: Settings) -> Warehouse:

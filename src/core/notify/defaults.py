@@ -10,9 +10,9 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from src.core.config_io import read_yaml, validation_to_config_error
 from src.core.errors import ConfigError
 from src.core.notify.templates import DEFAULTS_VARIABLES, unknown_placeholders
-from src.core.pipeline.loader import read_yaml, validation_to_config_error
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -10,12 +10,11 @@ from collections.abc import Mapping, Sequence
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
-import aiosmtplib
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
-from src.app.config import Settings
 from src.core.notify.delivery import Delivery, DeliveryError, deliver
 from src.core.notify.templates import one_line, render
+from src.core.settings import Settings
 
 DEFAULT_SUBJECT = "[Convergence] {status}: {pipeline_id} ({window})"
 DEFAULT_BODY = """Pipeline {pipeline_id} for organization {org_slug}: {status}
@@ -65,6 +64,8 @@ def build_message(settings: Settings, recipients: Sequence[str], subject: str, b
 
 
 async def _send_once(settings: Settings, message: EmailMessage, recipients: Sequence[str]) -> None:
+    import aiosmtplib  # on the first e-mail, not at start-up
+
     password = settings.smtp_password.get_secret_value() if settings.smtp_password else None
     try:
         await aiosmtplib.send(

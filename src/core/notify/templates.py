@@ -11,11 +11,11 @@ from collections.abc import Iterable, Mapping
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
-from src.core.pipeline.models import BUILTIN_VARIABLES, PLACEHOLDER_RE
+from src.core.placeholders import BUILTIN_VARIABLES, PLACEHOLDER_RE
+from src.core.run_types import RunInfo, RunState
 
 if TYPE_CHECKING:
-    from src.app.config import Settings
-    from src.core.pipeline.context import RunInfo, RunState
+    from src.core.settings import Settings
 
 # What a notification template may use besides the pipeline's variables.
 RUN_VARIABLES = frozenset(

@@ -5,7 +5,7 @@
   multicast): private, loopback, link-local (cloud metadata at 169.254.169.254), shared, reserved
   and IPv4-mapped forms of those are refused before any connection is made.
 * The sender then connects to an address that was checked (no second DNS lookup: see
-  ``slack.PinnedTransport``), so a DNS answer that changes in between cannot redirect it.
+  ``webhook_post.PinnedTransport``), so a DNS answer that changes in between cannot redirect it.
 
 Messages never contain the URL.
 """

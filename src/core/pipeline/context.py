@@ -3,68 +3,18 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
 
 from src.core.engine.base import QueryOptions, TypedParam
 from src.core.errors import ValidationFailedError
-from src.core.pipeline.models import PLACEHOLDER_RE, StepSpec
-
-if TYPE_CHECKING:
-    from src.core.services.container import Services
+from src.core.pipeline.models import StepSpec
+from src.core.pipeline.ports import StepServices
+from src.core.placeholders import PLACEHOLDER_RE
+from src.core.run_types import RunInfo, RunState
 
 _SQL_SAFE = re.compile(r"^[A-Za-z0-9_.\-]+$")
-
-FINAL_STEP_STATES = frozenset({"COMPLETED", "FAILED", "SKIPPED", "CANCELLED"})
-
-
-@dataclass(slots=True)
-class StepOutcome:
-    step_id: str
-    status: str  # PENDING, RUNNING, COMPLETED, FAILED, SKIPPED, CANCELLED
-    counts_as_failure: bool = False
-    error: str | None = None
-    rows_processed: int = 0
-    attempts: int = 0
-    started_at: datetime | None = None
-    completed_at: datetime | None = None
-    result: dict[str, Any] = field(default_factory=dict)
-    exception: Exception | None = None  # the ServiceError behind ``error``, for synchronous callers
-
-
-@dataclass(slots=True)
-class RunState:
-    """The run's outcome so far; later steps (e.g. notifications) read it."""
-
-    started_at: datetime
-    status: str = "RUNNING"
-    failed_step: str | None = None
-    error: str | None = None
-    cancelled: bool = False
-    timed_out: bool = False
-    steps: dict[str, StepOutcome] = field(default_factory=dict)
-
-    @property
-    def failed(self) -> bool:
-        return any(s.counts_as_failure for s in self.steps.values())
-
-    @property
-    def rows_processed(self) -> int:
-        return sum(s.rows_processed for s in self.steps.values())
-
-    def duration_ms(self, now: datetime | None = None) -> int:
-        return int(((now or datetime.now(UTC)) - self.started_at).total_seconds() * 1000)
-
-
-@dataclass(frozen=True, slots=True)
-class RunInfo:
-    pipeline_logging_id: str
-    pipeline_id: str
-    pipeline_path: str
-    org_slug: str | None
-    trigger_by: str
-    record: bool  # write run and step logs to the central tables
 
 
 @dataclass(slots=True)
@@ -73,7 +23,7 @@ class StepContext:
     step: StepSpec
     variables: dict[str, Any]
     state: RunState
-    services: Services
+    services: StepServices
 
     @property
     def step_results(self) -> dict[str, dict[str, Any]]:

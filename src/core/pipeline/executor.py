@@ -24,7 +24,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from src.core.errors import (
     ConfigError,
@@ -36,13 +36,12 @@ from src.core.errors import (
     WarehouseError,
     WarehouseNotFoundError,
 )
-from src.core.pipeline.context import RunInfo, RunState, StepContext, StepOutcome
+from src.core.pipeline.context import StepContext
 from src.core.pipeline.loader import LoadedPipeline
 from src.core.pipeline.models import StepSpec
-from src.core.processors.registry import ProcessorRegistry
-
-if TYPE_CHECKING:
-    from src.core.services.container import Services
+from src.core.pipeline.ports import StepServices
+from src.core.pipeline.registry import ProcessorRegistry
+from src.core.run_types import FINAL_STEP_STATES, RunInfo, RunState, StepOutcome
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +118,7 @@ def _ancestors(deps: Mapping[str, tuple[str, ...]]) -> dict[str, set[str]]:
 
 
 class PipelineExecutor:
-    def __init__(self, *, registry: ProcessorRegistry, services: Services) -> None:
+    def __init__(self, *, registry: ProcessorRegistry, services: StepServices) -> None:
         self._registry = registry
         self._services = services
 
@@ -201,9 +200,7 @@ class PipelineExecutor:
                 for step in steps:
                     sid = step.step_id
                     if sid in state.steps or any(
-                        d not in state.steps
-                        or state.steps[d].status not in {"COMPLETED", "FAILED", "SKIPPED", "CANCELLED"}
-                        for d in deps[sid]
+                        d not in state.steps or state.steps[d].status not in FINAL_STEP_STATES for d in deps[sid]
                     ):
                         continue
                     reason = self._skip_reason(step, ancestors[sid], state, skipped_for_failure, stopping, only_always)

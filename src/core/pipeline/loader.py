@@ -8,66 +8,17 @@ map, never on the file system, so a request cannot name a file outside ``configs
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ValidationError
-
+from src.core.config_io import parse_model, read_yaml
 from src.core.errors import ConfigError, NotFoundError
-from src.core.pipeline.models import PLACEHOLDER_RE, PipelineSpec
-from src.core.processors.registry import ProcessorRegistry, UnknownProcessorError
+from src.core.pipeline.models import PipelineSpec
+from src.core.pipeline.registry import ProcessorRegistry, UnknownProcessorError
+from src.core.placeholders import placeholders, sql_placeholders
 
 SEGMENT_RE = re.compile(r"^[a-z0-9_]{1,64}$")
-
-
-def read_yaml(path: Path, root: Path) -> Any:
-    rel = str(path.relative_to(root))
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else ""
-        raise ConfigError(rel, where, f"invalid YAML: {getattr(exc, 'problem', exc)}") from None
-
-
-def validation_to_config_error(file: str, exc: ValidationError, prefix: str = "") -> ConfigError:
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"])
-    return ConfigError(file, f"{prefix}{loc}".strip("."), err["msg"])
-
-
-def parse_model(model: type[BaseModel], raw: Any, *, file: str, prefix: str = "") -> Any:
-    try:
-        return model.model_validate(raw if raw is not None else {})
-    except ValidationError as exc:
-        raise validation_to_config_error(file, exc, prefix) from None
-
-
-def placeholders(value: Any) -> Iterator[str]:
-    if isinstance(value, str):
-        yield from PLACEHOLDER_RE.findall(value)
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from placeholders(item)
-    elif isinstance(value, list | tuple):
-        for item in value:
-            yield from placeholders(item)
-
-
-def sql_placeholders(value: Any, key: str = "") -> Iterator[str]:
-    """Placeholders inside SQL texts of a step config (fields named ``query``/``sql`` or ``*_query``)."""
-    if isinstance(value, str):
-        if key in {"query", "sql"} or key.endswith("_query"):
-            yield from PLACEHOLDER_RE.findall(value)
-    elif isinstance(value, dict):
-        for name, item in value.items():
-            yield from sql_placeholders(item, str(name))
-    elif isinstance(value, list | tuple):
-        for item in value:
-            yield from sql_placeholders(item, key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +85,9 @@ class PipelineStore:
             step_configs[step.step_id] = parsed
         path = str(Path(rel).with_suffix(""))
         return LoadedPipeline(path=path, file=rel, spec=spec, step_configs=step_configs)
+
+    def add(self, loaded: LoadedPipeline) -> None:
+        self._pipelines[loaded.path] = loaded
 
     def all(self) -> list[LoadedPipeline]:
         return list(self._pipelines.values())

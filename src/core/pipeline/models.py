@@ -8,28 +8,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from src.core.placeholders import BUILTIN_VARIABLES
+
 STEP_ID = r"^[a-z][a-z0-9_]{0,63}$"
 PS_TYPE = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*){1,3}$"
-PLACEHOLDER_RE = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
-
-# Built-in variables. Neither YAML variables nor request parameters may redefine them; the
-# organization and run identity always come from the authenticated request.
-PROTECTED_VARIABLES = frozenset(
-    {
-        "org_slug",
-        "org_dataset",
-        "project_id",
-        "environment",
-        "pipeline_id",
-        "pipeline_logging_id",
-        "trigger_by",
-        "central_dataset",
-        "dataset_suffix",
-        "billing_export_table",
-    }
-)
-WINDOW_VARIABLES = frozenset({"date", "start_date", "end_date"})
-BUILTIN_VARIABLES = PROTECTED_VARIABLES | WINDOW_VARIABLES | {"run_date"}
 
 ParamType = Literal["date", "string", "integer", "number", "boolean"]
 Trigger = Literal["on_success", "on_failure", "on_completion", "always"]

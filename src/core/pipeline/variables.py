@@ -12,7 +12,8 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from src.core.errors import ValidationFailedError
-from src.core.pipeline.models import PLACEHOLDER_RE, WINDOW_VARIABLES, ParameterSpec, PipelineSpec
+from src.core.pipeline.models import ParameterSpec, PipelineSpec
+from src.core.placeholders import PLACEHOLDER_RE, WINDOW_VARIABLES
 
 
 @dataclass(frozen=True, slots=True)

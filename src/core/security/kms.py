@@ -15,8 +15,8 @@ from typing import Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from src.app.config import Settings
 from src.core.errors import ServiceError
+from src.core.settings import Settings
 
 
 class DecryptionError(ServiceError):

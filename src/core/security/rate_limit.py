@@ -30,7 +30,7 @@ class SlidingWindowLimiter:
 
     def retry_after(self, key: str) -> int | None:
         """Seconds until ``key`` may try again, or None when it is under the limit."""
-        if self.limit <= 0:
+        if self.limit <= 0 or key not in self._hits:  # a client that never failed: no entry made
             return None
         now = time.monotonic()
         hits = self._recent(key, now)

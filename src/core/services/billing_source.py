@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from src.core.engine.repositories.billing_export import BillingExportRepository
-from src.core.engine.schema import Schema, load_schema_file
+from src.core.engine.repositories.billing_export import BillingExportRepository, export_schema
 from src.core.engine.sql import TableRef
 from src.core.errors import (
     ConflictError,
@@ -22,13 +19,6 @@ if TYPE_CHECKING:
     from src.core.services.container import Services
 
 from src.core.services.container import invalidate_org
-
-EXPORT_SCHEMA_FILE = Path("gcp/cost/billing_export_schema.json")
-
-
-@lru_cache(maxsize=4)
-def export_schema(configs_dir: Path) -> Schema:
-    return load_schema_file(configs_dir / EXPORT_SCHEMA_FILE, root=configs_dir)
 
 
 async def check_billing_table(services: Services, table: str, *, org_slug: str) -> TableRef:

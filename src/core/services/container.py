@@ -1,12 +1,16 @@
-"""Everything built once per process (in the app's lifespan) and handed to routers and processors."""
+"""Everything built once per process (in the app's lifespan) and handed to routers and processors.
+
+``Services`` is what the routers call and what satisfies the pipeline layer's ``StepServices``
+(``src/core/pipeline/ports.py``): processors reach the services only through that Protocol.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from src.app.config import Settings
 from src.core.engine.base import RetryPolicy, Warehouse
 from src.core.engine.catalog import CentralCatalog
 from src.core.engine.factory import build_warehouse
@@ -15,15 +19,18 @@ from src.core.engine.repositories.keys import KeyRepository
 from src.core.engine.repositories.orgs import OrgRepository
 from src.core.engine.repositories.quotas import QuotaRepository
 from src.core.engine.repositories.runs import RunRepository
-from src.core.pipeline.config_files import validate_all
+from src.core.metrics import Metrics
 from src.core.pipeline.loader import PipelineStore
-from src.core.processors.registry import ProcessorRegistry
+from src.core.pipeline.ports import CheckReport
+from src.core.pipeline.registry import ProcessorRegistry
+from src.core.plans import Plans
 from src.core.security.key_cache import KeyCache
 from src.core.security.kms import Encryptor, build_encryptor
 from src.core.security.rate_limit import SlidingWindowLimiter
-from src.core.services.cache import TtlCache
+from src.core.services.cache import SingleFlight, TtlCache
+from src.core.services.config_files import validate_all
 from src.core.services.locks import KeyedLocks
-from src.core.services.plans import Plans
+from src.core.settings import Settings
 
 if TYPE_CHECKING:
     from src.core.pipeline.executor import PipelineExecutor
@@ -51,7 +58,10 @@ class Services:
     quotas: QuotaRepository
     auth_failures: SlidingWindowLimiter
     admin_calls: SlidingWindowLimiter
+    metrics: Metrics = field(default_factory=Metrics)
     org_cache: TtlCache[dict[str, Any]] = field(default_factory=lambda: TtlCache(0))
+    org_json: TtlCache[bytes] = field(default_factory=lambda: TtlCache(0))  # rendered profiles (hot GET)
+    lookups: SingleFlight[Any] = field(default_factory=SingleFlight)  # concurrent cache misses share one read
     locks: KeyedLocks = field(default_factory=KeyedLocks)
     bootstrapped: bool = False  # all central tables seen to exist (see org_checks.missing_central_tables)
     executor: PipelineExecutor = field(init=False)
@@ -59,8 +69,27 @@ class Services:
     scheduler: SchedulerService = field(init=False)  # schedules, work queue, trigger and workers
     org_warehouses: OrgWarehouses = field(init=False)  # the warehouse for an org's tenant queries
 
+    # --- StepServices (what a processor may use) ------------------------------------------------
+    async def warehouse_for(self, org_slug: str | None) -> Warehouse:
+        return await self.org_warehouses.for_org(org_slug)
 
-def build_services(settings: Settings) -> Services:
+    async def org_profile(self, org_slug: str) -> dict[str, Any]:
+        from src.core.services.orgs import get_org
+
+        return await get_org(self, org_slug)
+
+    async def org_webhook_url(self, org_slug: str) -> str | None:
+        from src.core.services.notifications import org_webhook_url
+
+        return await org_webhook_url(self, org_slug)
+
+    async def onboarding_checks(self, variables: Mapping[str, Any]) -> CheckReport:
+        from src.core.services.org_checks import check_onboarding
+
+        return await check_onboarding(self, variables)
+
+
+def build_services(settings: Settings, *, metrics: Metrics | None = None) -> Services:
     """Load and validate configs, and build the clients (nothing is connected yet)."""
     from src.core.pipeline.executor import PipelineExecutor
     from src.core.services.credentials import OrgWarehouses
@@ -68,11 +97,12 @@ def build_services(settings: Settings) -> Services:
     from src.core.services.scheduler import SchedulerService
 
     registry = ProcessorRegistry()
-    validate_all(settings.configs_dir, registry)
     store = PipelineStore(settings.configs_dir, registry)
-    store.load_all()
+    validate_all(settings.configs_dir, registry, store=store)
     catalog = CentralCatalog(settings.configs_dir, settings.gcp_project_id)
     warehouse = build_warehouse(settings)
+    metrics = metrics or Metrics()
+    warehouse.observe_statement = metrics.count_statement
     retry = RetryPolicy(settings.warehouse_retry_attempts, settings.warehouse_retry_base_seconds)
     services = Services(
         settings=settings,
@@ -82,6 +112,7 @@ def build_services(settings: Settings) -> Services:
         kms=build_encryptor(settings),
         key_cache=KeyCache(settings.key_cache_ttl_seconds),
         org_cache=TtlCache(settings.key_cache_ttl_seconds),
+        org_json=TtlCache(settings.key_cache_ttl_seconds),
         registry=registry,
         store=store,
         orgs=OrgRepository(warehouse, catalog, retry=retry),
@@ -91,6 +122,7 @@ def build_services(settings: Settings) -> Services:
         quotas=QuotaRepository(warehouse, catalog, retry=retry),
         auth_failures=SlidingWindowLimiter(settings.auth_failure_limit, settings.auth_failure_window_seconds),
         admin_calls=SlidingWindowLimiter(settings.admin_rate_limit, 60.0),
+        metrics=metrics,
     )
     services.executor = PipelineExecutor(registry=registry, services=services)
     services.run_service = RunService(services)
@@ -102,4 +134,5 @@ def build_services(settings: Settings) -> Services:
 def invalidate_org(services: Services, org_slug: str) -> None:
     """Forget what this instance cached about an org (after a change to its profile or keys)."""
     services.org_cache.invalidate(org_slug)
+    services.org_json.invalidate(org_slug)
     services.key_cache.invalidate_org(org_slug)

@@ -28,7 +28,7 @@ from src.core.security.kms import DecryptionError, decrypt_text, encrypt_text
 if TYPE_CHECKING:
     from collections.abc import Coroutine
 
-    from src.core.pipeline.context import RunInfo, RunState
+    from src.core.run_types import RunInfo, RunState
     from src.core.services.container import Services
 
 log = logging.getLogger(__name__)

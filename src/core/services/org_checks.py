@@ -2,28 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from src.core.errors import ConflictError, ServiceError, ValidationFailedError
+from src.core.pipeline.ports import CheckReport
 
 if TYPE_CHECKING:
     from src.core.services.container import Services
-
-
-@dataclass(slots=True)
-class CheckReport:
-    checks: list[dict[str, Any]] = field(default_factory=list)
-    first_error: ServiceError | None = None
-
-    def add(self, name: str, error: ServiceError | None, ok_message: str) -> None:
-        self.checks.append({"check": name, "passed": error is None, "message": error.message if error else ok_message})
-        if error is not None and self.first_error is None:
-            self.first_error = error
-
-    @property
-    def passed(self) -> bool:
-        return self.first_error is None
 
 
 async def missing_central_tables(services: Services, *, use_cache: bool = True) -> list[str]:
@@ -41,7 +27,7 @@ async def missing_central_tables(services: Services, *, use_cache: bool = True) 
     return missing
 
 
-async def check_onboarding(services: Services, variables: dict[str, Any]) -> CheckReport:
+async def check_onboarding(services: Services, variables: Mapping[str, Any]) -> CheckReport:
     """Everything onboarding needs to be true, without writing anything."""
     from src.core.services.billing_source import check_billing_table
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
@@ -20,9 +21,10 @@ async def get_org(services: Services, org_slug: str) -> dict[str, Any]:
     cached = services.org_cache.get(org_slug)
     if cached is not None:
         return dict(cached)
-    row = await services.orgs.get(org_slug)
-    if row is None:
+    found = await services.lookups.run(f"org:{org_slug}", lambda: services.orgs.get(org_slug))
+    if found is None:
         raise NotFoundError(f"organization {org_slug!r} not found", code="org_not_found")
+    row = dict(found)  # shared by the callers of one lookup: never mutate it
     limits = {k: row.pop(k) for k in ("daily_limit", "monthly_limit", "concurrent_limit")}
     row["limits"] = {
         "daily_run_limit": limits["daily_limit"],
@@ -31,6 +33,16 @@ async def get_org(services: Services, org_slug: str) -> dict[str, Any]:
     }
     services.org_cache.put(org_slug, row)
     return dict(row)
+
+
+async def org_profile_json(services: Services, org_slug: str, render: Callable[[dict[str, Any]], bytes]) -> bytes:
+    """The org's profile rendered by ``render`` (the route's response model), cached like the
+    profile itself: the hot GET answers from bytes rendered once per TTL."""
+    cached = services.org_json.get(org_slug)
+    if cached is None:
+        cached = render(await get_org(services, org_slug))
+        services.org_json.put(org_slug, cached)
+    return cached
 
 
 def cost_table(services: Services, org_slug: str) -> TableRef:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from src.core.engine.repositories.quotas import QuotaRepository
 from src.core.engine.repositories.runs import RunRepository
-from src.core.pipeline.context import RunInfo, RunState, StepOutcome
 from src.core.pipeline.models import StepSpec
+from src.core.run_types import RunInfo, RunState, StepOutcome
 
 
 async def end_run(

@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from src.core.engine.repositories.runs import NewRun
 from src.core.errors import ConflictError, NotFoundError, PermissionDeniedError, ValidationFailedError
-from src.core.pipeline.context import RunInfo
-from src.core.pipeline.loader import LoadedPipeline, placeholders
+from src.core.pipeline.loader import LoadedPipeline
 from src.core.pipeline.variables import build_variables, resolve_window
+from src.core.placeholders import placeholders
+from src.core.run_types import RunInfo
 from src.core.services.billing_source import require_owned_source
 from src.core.services.notifications import RunNotifier
 from src.core.services.orgs import get_org
@@ -116,6 +117,7 @@ class RunService:
             trigger_by=trigger,
             record=True,
         )
+        s.metrics.run_started(pipeline.path)
         task = asyncio.create_task(self._execute(pipeline, run, variables), name=f"run-{run_id}")
         self._tasks[run_id] = task
         task.add_done_callback(lambda _t: self._tasks.pop(run_id, None))
@@ -163,6 +165,7 @@ class RunService:
         recorder = CentralRunRecorder(self._s.runs, self._s.quotas, self._s.settings.instance_id)
         try:
             result = await self._s.executor.run(pipeline, run, variables, recorder)
+            self._s.metrics.run_ended(pipeline.path, result.status)
             log.info(
                 "run finished",
                 extra={
@@ -176,6 +179,7 @@ class RunService:
             raise
         except Exception as exc:  # the executor records step failures itself; this is its own failure
             log.exception("run crashed", extra={"pipeline_logging_id": run.pipeline_logging_id})
+            self._s.metrics.run_ended(pipeline.path, "FAILED")
             try:
                 await end_run(
                     self._s.runs,
@@ -229,7 +233,7 @@ class RunService:
                 if lost
                 else "the run's task ended without recording an outcome"
             )
-            recovered += await end_run(
+            ended = await end_run(
                 s.runs,
                 s.quotas,
                 pipeline_logging_id=run["pipeline_logging_id"],
@@ -238,6 +242,9 @@ class RunService:
                 error=reason,
                 from_states=("PENDING", "RUNNING"),
             )
+            if ended:
+                recovered += 1
+                s.metrics.run_ended(str(run["pipeline_path"]), "FAILED")
         if recovered:
             log.warning("recovered orphaned runs", extra={"count": recovered})
         # Recount slots from the runs table for orgs with no admission in flight. Only

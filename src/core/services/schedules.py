@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from src.core.errors import NotFoundError, ValidationFailedError
 from src.core.pipeline.loader import LoadedPipeline
-from src.core.pipeline.models import WINDOW_VARIABLES
 from src.core.pipeline.variables import Window, resolve_window, validate_parameters
+from src.core.placeholders import WINDOW_VARIABLES
 from src.core.services.cron import check_cron, check_timezone, first_due_at_or_after
 from src.core.services.orgs import get_org
 

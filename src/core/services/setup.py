@@ -8,9 +8,9 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from src.core.errors import ServiceError
-from src.core.pipeline.context import RunInfo
 from src.core.pipeline.executor import NullRecorder
 from src.core.pipeline.variables import build_variables
+from src.core.run_types import RunInfo
 from src.core.services.org_checks import missing_central_tables
 
 if TYPE_CHECKING:

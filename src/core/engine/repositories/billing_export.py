@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+from pathlib import Path
+
 from src.core.engine.base import Warehouse
-from src.core.engine.schema import Schema, SchemaField
+from src.core.engine.schema import Schema, SchemaField, load_schema_file
 from src.core.engine.sql import TableRef
 from src.core.errors import TerminalWarehouseError
+
+EXPORT_SCHEMA_FILE = Path("gcp/cost/billing_export_schema.json")
+
+
+@lru_cache(maxsize=4)
+def export_schema(configs_dir: Path) -> Schema:
+    """Google's standard usage cost export schema (``configs/gcp/cost/billing_export_schema.json``)."""
+    return load_schema_file(configs_dir / EXPORT_SCHEMA_FILE, root=configs_dir)
 
 
 def _select_expr(field: SchemaField, path: str, depth: int) -> str:

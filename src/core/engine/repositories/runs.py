@@ -18,10 +18,7 @@ from typing import Any
 from src.core.engine.base import RetryPolicy, TypedParam, Warehouse, with_retries
 from src.core.engine.catalog import CentralCatalog
 from src.core.engine.rows import insert_statement, typed_params
-from src.core.pipeline.context import RunInfo, StepOutcome
-from src.core.pipeline.models import StepSpec
-
-ACTIVE = ("PENDING", "RUNNING")
+from src.core.run_types import RunInfo, StepOutcome, StepRef
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,7 +212,8 @@ class RunRepository:
         cutoff = datetime.now(UTC) - timedelta(seconds=lease_seconds)
         return await self._wh.query(
             f"""
-            SELECT pipeline_logging_id, org_slug, status, owner_instance, quota_usage_date, quota_released
+            SELECT pipeline_logging_id, org_slug, pipeline_path, status, owner_instance, quota_usage_date,
+                   quota_released
             FROM {self._runs}
             WHERE status IN ('PENDING', 'RUNNING')
               AND (
@@ -298,7 +296,7 @@ class RunRepository:
         )
 
     # --- step logs -----------------------------------------------------------------------------
-    async def insert_step(self, run: RunInfo, step: StepSpec, index: int, outcome: StepOutcome) -> str:
+    async def insert_step(self, run: RunInfo, step: StepRef, index: int, outcome: StepOutcome) -> str:
         step_log_id = f"step_{secrets.token_hex(8)}"
         now = datetime.now(UTC)
         sql, params = insert_statement(

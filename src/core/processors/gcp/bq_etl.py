@@ -101,7 +101,7 @@ def check_config(config: Config, configs_dir: Path, file: str, where: str) -> No
 class BqEtlProcessor:
     async def execute(self, step_config: Config, context: StepContext) -> dict[str, Any]:
         s = context.services
-        wh = await s.org_warehouses.for_org(context.run.org_slug)  # the org's own account, if it stored one
+        wh = await s.warehouse_for(context.run.org_slug)  # the org's own account, if it stored one
         dest_cfg = step_config.destination
         schema = schema_templates(s.settings.configs_dir)[dest_cfg.schema_template]
         columns = [f.name for f in schema]
@@ -191,7 +191,7 @@ class BqEtlProcessor:
         self, context: StepContext, reconcile: Reconcile, relation: str, window_column: str | None = None
     ) -> list[Row]:
         sql = self._measure_sql(reconcile, relation, window_column)
-        wh = await context.services.org_warehouses.for_org(context.run.org_slug)  # reads the export too
+        wh = await context.services.warehouse_for(context.run.org_slug)  # reads the export too
         return await wh.query(sql, context.query_params(), options=context.query_options)
 
     @staticmethod

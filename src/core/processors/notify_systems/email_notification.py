@@ -20,7 +20,6 @@ from src.core.notify.delivery import Delivery, log_delivery
 from src.core.notify.email import NOT_CONFIGURED, EmailConfig, send_email
 from src.core.notify.templates import RUN_VARIABLES, run_values
 from src.core.pipeline.context import StepContext
-from src.core.services.orgs import get_org
 
 PS_TYPE = "notify_systems.email_notification"
 DEFAULT_ON_FAILURE = "continue"
@@ -44,7 +43,7 @@ class EmailNotification:
             config = effective(EmailConfig, s.settings.configs_dir, PS_TYPE, step_config)
             recipients = list(config.to_emails or ())
             if not recipients and run.org_slug:
-                recipients = [str((await get_org(s, run.org_slug))["admin_email"])]
+                recipients = [str((await s.org_profile(run.org_slug))["admin_email"])]
             values = run_values(settings=s.settings, run=run, state=context.state, variables=context.variables)
             delivery = await send_email(s.settings, config, recipients, values)
         log_delivery(log, delivery, org_slug=run.org_slug, run_id=run.pipeline_logging_id, via=context.step.step_id)

@@ -21,7 +21,6 @@ from src.core.notify.delivery import log_delivery
 from src.core.notify.slack import SlackConfig, send_slack
 from src.core.notify.templates import RUN_VARIABLES, run_values
 from src.core.pipeline.context import StepContext
-from src.core.services.notifications import org_webhook_url
 
 PS_TYPE = "notify_systems.slack_notification"
 DEFAULT_ON_FAILURE = "continue"
@@ -45,7 +44,7 @@ class SlackNotification:
         url = config.webhook_url
         source: Literal["step", "org"] = "step"
         if url is None and run.org_slug:
-            url, source = await org_webhook_url(s, run.org_slug), "org"
+            url, source = await s.org_webhook_url(run.org_slug), "org"
         values = run_values(settings=s.settings, run=run, state=context.state, variables=context.variables)
         delivery = await send_slack(s.settings, config, url, values, source=source)
         log_delivery(log, delivery, org_slug=run.org_slug, run_id=run.pipeline_logging_id, via=context.step.step_id)

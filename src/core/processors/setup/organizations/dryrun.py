@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from src.core.pipeline.context import StepContext
-from src.core.services.org_checks import check_onboarding
 
 
 class DryRunProcessor:
     async def execute(self, step_config: dict[str, Any], context: StepContext) -> dict[str, Any]:
-        report = await check_onboarding(context.services, context.variables)
+        report = await context.services.onboarding_checks(context.variables)
         if report.first_error is not None:
             report.first_error.details["checks"] = report.checks
             raise report.first_error

@@ -13,14 +13,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from src.core.config_io import parse_model, read_yaml
 from src.core.engine.repositories.orgs import ExtraRow, NewKey, NewOrg
 from src.core.engine.schema import load_schema_file
 from src.core.pipeline.context import StepContext
-from src.core.pipeline.loader import parse_model, read_yaml
 from src.core.security import scopes
 from src.core.security.api_keys import generate_api_key, hash_api_key, key_prefix, new_key_id
 from src.core.security.kms import encrypt_text
-from src.core.services.org_checks import check_onboarding
 
 
 class Config(BaseModel):
@@ -54,7 +53,7 @@ class OnboardingProcessor:
     async def execute(self, step_config: Config, context: StepContext) -> dict[str, Any]:
         s = context.services
         v = context.variables
-        report = await check_onboarding(s, v)
+        report = await s.onboarding_checks(v)
         if report.first_error is not None:
             raise report.first_error
         root = s.settings.configs_dir

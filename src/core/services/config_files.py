@@ -14,11 +14,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from src.core.config_io import parse_model, read_yaml
 from src.core.engine.catalog import CentralCatalog
 from src.core.engine.schema import load_schema_file
 from src.core.errors import ConfigError
-from src.core.pipeline.loader import PipelineStore, is_pipeline_file, parse_model, read_yaml
-from src.core.processors.registry import ProcessorRegistry, UnknownProcessorError
+from src.core.pipeline.loader import PipelineStore, is_pipeline_file
+from src.core.pipeline.registry import ProcessorRegistry, UnknownProcessorError
+from src.core.plans import Plans
+from src.core.processors.gcp.bq_etl import schema_templates
+from src.core.processors.setup.organizations.onboarding import OnboardingConfig
 
 
 class ProcessorConfigFile(BaseModel):
@@ -42,8 +46,6 @@ def _json_schema(path: Path, root: Path, registry: ProcessorRegistry) -> None:
 
 
 def _schema_templates(path: Path, root: Path, registry: ProcessorRegistry) -> None:
-    from src.core.processors.gcp.bq_etl import schema_templates
-
     schema_templates.cache_clear()
     schema_templates(root)
 
@@ -73,14 +75,10 @@ def _bootstrap(path: Path, root: Path, registry: ProcessorRegistry) -> None:
 
 
 def _onboarding(path: Path, root: Path, registry: ProcessorRegistry) -> None:
-    from src.core.processors.setup.organizations.onboarding import OnboardingConfig
-
     parse_model(OnboardingConfig, read_yaml(path, root), file=str(path.relative_to(root)))
 
 
 def _plans(path: Path, root: Path, registry: ProcessorRegistry) -> None:
-    from src.core.services.plans import Plans
-
     Plans(root)
 
 
@@ -105,6 +103,7 @@ KINDS: list[tuple[str, Validator]] = [
     ("system/subscription_plans.yml", _plans),
     ("system/dataset_types.yml", _dataset_types),
     ("*/*/config.yml", _processor_config),
+    ("aws/cost/cur2_columns.json", _json_schema),
 ]
 
 
@@ -115,8 +114,9 @@ def kind_of(rel: Path) -> Validator | None:
     return _pipeline if is_pipeline_file(rel) else None
 
 
-def validate_all(root: Path, registry: ProcessorRegistry) -> list[str]:
-    """Validate every file under ``root``; returns the relative paths checked."""
+def validate_all(root: Path, registry: ProcessorRegistry, *, store: PipelineStore | None = None) -> list[str]:
+    """Validate every file under ``root``; returns the relative paths checked. With ``store``, the
+    pipelines validated are kept in it (start-up reads each file once)."""
     checked = []
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         rel = path.relative_to(root)
@@ -128,6 +128,9 @@ def validate_all(root: Path, registry: ProcessorRegistry) -> list[str]:
                 json.loads(path.read_text(encoding="utf-8"))
             except json.JSONDecodeError as exc:
                 raise ConfigError(str(rel), f"line {exc.lineno}", f"invalid JSON: {exc.msg}") from None
-        validator(path, root, registry)
+        if store is not None and validator is _pipeline:
+            store.add(store.load_file(path))
+        else:
+            validator(path, root, registry)
         checked.append(str(rel))
     return checked

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from src.core.config_io import parse_model, read_yaml
 from src.core.errors import ValidationFailedError
-from src.core.pipeline.loader import parse_model, read_yaml
 
 PLANS_FILE = Path("system/subscription_plans.yml")
 

@@ -1,13 +1,16 @@
-"""``ps_type`` -> processor module, loaded dynamically but only from this package.
+"""``ps_type`` -> processor module, loaded dynamically but only from ``src/core/processors``.
 
-``gcp.bq_etl`` resolves to ``src/core/processors/gcp/bq_etl.py``. The name must match a strict
-pattern and the file must exist under this directory before anything is imported: a config can
-never import an arbitrary module. Each module provides ``get_engine()`` returning an object with
-``async execute(step_config, context) -> dict``, and may provide ``Config`` (a pydantic model of
-its step ``config``, validated when pipelines load), ``check_config`` (load-time checks that need
-``configs/``), ``DEFAULT_ON_FAILURE``, ``TEMPLATE_VARIABLES`` (placeholders its config may use
-besides the pipeline's variables, e.g. a run's ``{status}``) and ``check_defaults`` (checks of the
-``defaults`` in its ``configs/<provider>/<name>/config.yml``).
+``gcp.bq_etl`` resolves to ``src/core/processors/gcp/bq_etl.py``. The pipeline layer never imports
+a processor statically: processors depend on the pipeline layer (``StepContext``), not the reverse.
+The name must match a strict pattern and the file must exist under that directory before anything
+is imported: a config can never import an arbitrary module.
+
+Each module provides ``get_engine()`` returning an object with ``async execute(step_config, context)
+-> dict``, and may provide ``Config`` (a pydantic model of its step ``config``, validated when
+pipelines load), ``check_config`` (load-time checks that need ``configs/``), ``DEFAULT_ON_FAILURE``,
+``TEMPLATE_VARIABLES`` (placeholders its config may use besides the pipeline's variables, e.g. a
+run's ``{status}``) and ``check_defaults`` (checks of the ``defaults`` in its
+``configs/<provider>/<name>/config.yml``).
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-PROCESSORS_DIR = Path(__file__).resolve().parent
+PROCESSORS_DIR = Path(__file__).resolve().parents[1] / "processors"
+PROCESSORS_PACKAGE = "src.core.processors"
 _PS_TYPE_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*){1,3}$")
 
 
@@ -65,7 +69,7 @@ class ProcessorRegistry:
             raise UnknownProcessorError(
                 f"no processor {ps_type!r} (expected {file.relative_to(PROCESSORS_DIR.parents[2])})"
             )
-        module: ModuleType = importlib.import_module(f"{__package__}.{ps_type}")
+        module: ModuleType = importlib.import_module(f"{PROCESSORS_PACKAGE}.{ps_type}")
         get_engine = getattr(module, "get_engine", None)
         if not callable(get_engine):
             raise UnknownProcessorError(f"processor {ps_type!r} has no get_engine()")

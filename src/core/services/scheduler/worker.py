@@ -1,13 +1,4 @@
-"""The scheduler: due schedules become queue items; workers claim items and run them.
-
-Trigger (``POST /api/v1/scheduler/trigger``, Cloud Scheduler every few minutes, or the local loop):
-for each active schedule whose ``next_run_time`` has come, the due time is recorded once in
-``org_scheduled_pipeline_runs`` (a MERGE keyed by schedule and due time), its queue item is inserted
-once (a MERGE keyed by an id derived from the same pair) and the schedule moves on with
-``UPDATE … WHERE next_run_time = @seen``. Any number of triggers may run at once; a due time is
-enqueued once. Catch-up rule: after an outage only the latest missed due time is enqueued (once) and
-``next_run_time`` becomes the first due time in the future. The window of the run (``yesterday``,
-``last_N_days``) is resolved from the due time (UTC) at enqueue time.
+"""Queue workers: claim due items and run them, one attempt each.
 
 Queue item states (``org_pipeline_execution_queue.state``), every change one guarded statement::
 
@@ -38,7 +29,6 @@ final status. Backoff: ``QUEUE_BACKOFF_BASE_SECONDS * 2^(attempt-1)``, at most
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import random
@@ -48,7 +38,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from src.core.engine.base import RetryPolicy
 from src.core.engine.repositories.queue import QueueRepository
 from src.core.engine.repositories.schedules import ScheduleRepository
 from src.core.errors import (
@@ -56,30 +45,19 @@ from src.core.errors import (
     NotFoundError,
     ServiceError,
     TooManyRequestsError,
-    WarehouseNotFoundError,
 )
-from src.core.services.cron import check_cron, check_timezone, latest_due, next_due
 from src.core.services.runs import Caller
-from src.core.services.schedules import run_parameters
 
 if TYPE_CHECKING:
     from src.core.services.container import Services
 
 log = logging.getLogger(__name__)
 
-STATES = ("QUEUED", "RUNNING", "RETRY", "COMPLETED", "FAILED", "CANCELLED")
-TRIGGER_BATCH = 500  # due schedules handled per trigger call (the rest on the next call)
 CANDIDATES = 20  # claim candidates read per attempt
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def due_key(schedule_id: str, due_time: datetime) -> str:
-    """The same id for the same (schedule, due time), on every instance."""
-    text = f"{schedule_id}|{due_time.astimezone(UTC).isoformat()}"
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,86 +69,11 @@ class Outcome:
     error: str | None = None
 
 
-class SchedulerService:
-    def __init__(self, services: Services, *, retry: RetryPolicy) -> None:
+class QueueWorkers:
+    def __init__(self, services: Services, schedules: ScheduleRepository, queue: QueueRepository) -> None:
         self._s = services
-        self.schedules = ScheduleRepository(services.warehouse, services.catalog, retry=retry)
-        self.queue = QueueRepository(services.warehouse, services.catalog, retry=retry)
-        self.last_trigger_at: datetime | None = None
-        self._loop_task: asyncio.Task[None] | None = None
-        self._ready = False
-
-    # --- trigger -------------------------------------------------------------------------------
-    async def trigger(self) -> dict[str, Any]:
-        """Enqueue every due schedule once (see the module docstring)."""
-        async with self._s.locks.hold("scheduler:trigger"):  # one at a time per instance; others are guarded
-            now = _now()
-            due = await self.schedules.due(now, TRIGGER_BATCH)
-            enqueued: list[dict[str, Any]] = []
-            failed = 0
-            for schedule in due:
-                try:
-                    item = await self._enqueue_due(schedule, now)
-                except ServiceError as exc:
-                    failed += 1
-                    log.error(
-                        "could not enqueue a due schedule",
-                        extra={"schedule_id": schedule["schedule_id"], "org_slug": schedule["org_slug"],
-                               "error": exc.message},
-                    )  # fmt: skip
-                    continue
-                if item is not None:
-                    enqueued.append(item)
-            self.last_trigger_at = now
-        if enqueued:
-            log.info("scheduler enqueued due schedules", extra={"count": len(enqueued)})
-        return {"due": len(due), "enqueued": len(enqueued), "failed": failed, "items": enqueued, "at": now}
-
-    async def _enqueue_due(self, schedule: dict[str, Any], now: datetime) -> dict[str, Any] | None:
-        schedule_id, org_slug = schedule["schedule_id"], schedule["org_slug"]
-        cron, zone = check_cron(schedule["cron_expression"]), check_timezone(schedule["timezone"])
-        seen: datetime = schedule["next_run_time"]
-        due_time = latest_due(cron, zone, seen=seen, now=now)
-        stored = json.loads(schedule["parameters"]) if schedule["parameters"] else {}
-        params = run_parameters(stored, due_time)
-        key = due_key(schedule_id, due_time)
-        item_id = f"q_{key}"
-        await self.schedules.record_due(
-            {
-                "scheduled_run_id": f"sr_{key}",
-                "schedule_id": schedule_id,
-                "org_slug": org_slug,
-                "pipeline_path": schedule["pipeline_path"],
-                "due_time": due_time,
-                "queue_item_id": item_id,
-                "status": "ENQUEUED",
-                "created_at": now,
-                "updated_at": now,
-            }
-        )
-        inserted = await self.queue.enqueue(
-            {
-                "queue_item_id": item_id,
-                "org_slug": org_slug,
-                "schedule_id": schedule_id,
-                "pipeline_path": schedule["pipeline_path"],
-                "parameters": json.dumps(params, sort_keys=True, separators=(",", ":")),
-                "due_time": due_time,
-                "state": "QUEUED",
-                "priority": 0,
-                "attempts": 0,
-                "max_attempts": schedule["max_attempts"] or self._s.settings.schedule_default_max_attempts,
-                "next_attempt_at": now,
-                "created_at": now,
-                "updated_at": now,
-            }
-        )
-        await self.schedules.advance(
-            org_slug, schedule_id, seen=seen, due=due_time, next_time=next_due(cron, zone, now)
-        )
-        if not inserted:
-            return None
-        return {"queue_item_id": item_id, "schedule_id": schedule_id, "org_slug": org_slug, "due_time": due_time}
+        self.schedules = schedules
+        self.queue = queue
 
     # --- workers -------------------------------------------------------------------------------
     async def process(self, max_items: int) -> dict[str, Any]:
@@ -341,55 +244,6 @@ class SchedulerService:
             except ServiceError as exc:  # bookkeeping only: the item's own state is already written
                 log.warning("could not record a schedule's outcome", extra={"error": exc.message})
         return Outcome(item_id, state, attempts, run_id, error)
-
-    # --- status --------------------------------------------------------------------------------
-    async def status(self) -> dict[str, Any]:
-        now = _now()
-        counts, oldest_age = await self.queue.depth(now)
-        schedules = await self.schedules.counts()
-        s = self._s.settings
-        return {
-            "queue": {state: counts.get(state, 0) for state in STATES},
-            "oldest_waiting_age_seconds": round(oldest_age, 3) if oldest_age is not None else None,
-            "last_trigger_at": self.last_trigger_at,
-            "last_enqueued_at": schedules.get("last_enqueued_at"),
-            "schedules": {"active": int(schedules.get("active") or 0), "paused": int(schedules.get("paused") or 0)},
-            "loop": {"enabled": s.scheduler_loop_on, "interval_seconds": s.scheduler_loop_interval_seconds},
-            "instance_id": s.instance_id,
-        }
-
-    # --- the in-process loop (development, or a single always-on instance) ------------------------
-    def start_loop(self) -> None:
-        if self._s.settings.scheduler_loop_on and self._loop_task is None:
-            self._loop_task = asyncio.create_task(self._loop(), name="scheduler-loop")
-
-    async def stop(self) -> None:
-        task, self._loop_task = self._loop_task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-
-    async def _loop(self) -> None:
-        settings = self._s.settings
-        while True:
-            try:
-                if await self._bootstrapped():
-                    await self.trigger()
-                    await self.process(settings.scheduler_process_max_items)
-            except asyncio.CancelledError:
-                raise
-            except WarehouseNotFoundError:
-                self._ready = False  # the central tables went away (a forced re-bootstrap)
-            except Exception:  # the loop must outlive any one bad round
-                log.exception("scheduler loop round failed")
-            await asyncio.sleep(settings.scheduler_loop_interval_seconds)
-
-    async def _bootstrapped(self) -> bool:
-        if not self._ready:
-            wh, cat = self._s.warehouse, self._s.catalog
-            names = ("org_pipeline_configs", "org_scheduled_pipeline_runs", "org_pipeline_execution_queue")
-            self._ready = all([await wh.table_exists(cat.ref(n)) for n in names])
-        return self._ready
 
 
 def _retry_after(exc: TooManyRequestsError, default: int) -> timedelta:

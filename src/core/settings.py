@@ -103,6 +103,7 @@ class Settings(BaseSettings):
     max_request_body_bytes: int = Field(1024 * 1024, ge=1024)
     public_base_url: str = Field("http://127.0.0.1:8000", description="Used in links sent to users.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    metrics_public: bool = Field(False, description="Serve GET /metrics without the admin key.")
 
     # --- notifications ---
     smtp_host: str | None = Field(None, description="SMTP server; unset = email notification steps are SKIPPED.")
