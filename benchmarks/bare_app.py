@@ -32,6 +32,8 @@ def main() -> None:
         log_config=None,
         access_log=False,
         proxy_headers=True,
+        loop=os.environ.get("UVICORN_LOOP", "auto"),
+        http=os.environ.get("UVICORN_HTTP", "auto"),
     )
 
 
