@@ -28,8 +28,26 @@ local_tests() {
     echo "== shellcheck"
     shellcheck simple_deploy.sh simple_test.sh .ci/run
   fi
-  echo "== pytest"
-  "$venv/bin/python" -m pytest -q "${@:2}"
+  if [[ "${BACKENDS:-duckdb,bigquery}" == *bigquery* && "${BACKENDS:-duckdb,bigquery}" == *duckdb* && $# -le 1 ]]; then
+    # Two shards side by side: the cases on the BigQuery emulator (bound by the emulator process)
+    # and everything else (bound by the DuckDB servers and the unit tests).
+    echo "== pytest (two shards in parallel: BigQuery backend | DuckDB backend and backend-independent)"
+    local logs rc_bq=0 rc_rest=0
+    logs=$(mktemp -d)
+    TEST_SHARD=bigquery "$venv/bin/python" -m pytest -q >"$logs/bigquery.log" 2>&1 &
+    local pid_bq=$!
+    TEST_SHARD=rest "$venv/bin/python" -m pytest -q >"$logs/rest.log" 2>&1 || rc_rest=$?
+    wait "$pid_bq" || rc_bq=$?
+    echo "-- shard: DuckDB backend and backend-independent (exit $rc_rest)"
+    cat "$logs/rest.log"
+    echo "-- shard: BigQuery backend (exit $rc_bq)"
+    cat "$logs/bigquery.log"
+    rm -rf "$logs"
+    [ "$rc_rest" -eq 0 ] && [ "$rc_bq" -eq 0 ]
+  else
+    echo "== pytest"
+    "$venv/bin/python" -m pytest -q "${@:2}"
+  fi
 }
 
 check() { # method path expected-status [body]

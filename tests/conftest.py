@@ -81,6 +81,26 @@ def api(server: ServerProcess) -> Api:
     return Api(server)
 
 
+def _on_bigquery(item: pytest.Item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and callspec.params.get("backend") == "bigquery":
+        return True
+    return item.get_closest_marker("bigquery") is not None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """TEST_SHARD=bigquery keeps the cases that need the BigQuery emulator, TEST_SHARD=rest the
+    others: simple_test.sh runs the two shards side by side."""
+    shard = os.environ.get("TEST_SHARD")
+    if shard not in {"bigquery", "rest"}:
+        return
+    keep = [item for item in items if _on_bigquery(item) == (shard == "bigquery")]
+    dropped = [item for item in items if _on_bigquery(item) != (shard == "bigquery")]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+    items[:] = keep
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """How many cases ran (and how they ended) on each backend."""
     counts: Counter[tuple[str, str]] = Counter()
