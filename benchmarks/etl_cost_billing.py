@@ -74,7 +74,7 @@ DEFAULT_DAY = date(2026, 11, 20)
 ORG = "bench_etl"
 DEFAULT_SIZES = {"duckdb": "100000,1000000", "bigquery": "10000,50000"}
 BQ_RETRY_DEADLINE_SECONDS = "30"
-DESTINATION_TABLE = "gcp_billing_cost_daily"
+DESTINATION_TABLE = "billing_cost_daily"
 FALLBACK_POLL_SECONDS = 10.0  # a run's completion is read from the service's log; polling is the fallback
 _projects = itertools.count(1)
 

@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -120,7 +121,7 @@ class DuckDBBackend(Backend):
         con.execute(f"ATTACH '{server.env['DUCKDB_PATH']}' AS w (READ_ONLY)")
         con.execute("SET TimeZone = 'UTC'")
         src = f"w.billing_export.{export_table_name()}"
-        dst = f"w.{dataset}.gcp_billing_cost_daily"
+        dst = f"w.{dataset}.billing_cost_daily"
         cols_src = "sku.id, project.id, usage_start_time, cost, export_time, cost_type, invoice.month"
         cols_dst = "sku_id, project_id, usage_start_time, cost, export_time, cost_type, invoice_month"
         ws, wd = f"CAST(usage_start_time AS DATE) = DATE '{day}'", f"usage_date = DATE '{day}'"
@@ -139,8 +140,10 @@ class BigQueryBackend(Backend):
 
     name = "bigquery"
 
-    def __init__(self, endpoint: str) -> None:
-        self.endpoint = endpoint
+    def __init__(self, endpoint: str, *, proxy: Any = None, emulator_endpoint: str | None = None) -> None:
+        self.endpoint = endpoint  # what the services use: the limits proxy in front of the emulator
+        self.proxy = proxy
+        self.emulator_endpoint = emulator_endpoint or endpoint  # straight to the emulator (test set-up)
 
     def env(self, project: str) -> dict[str, str]:
         return {
@@ -190,7 +193,7 @@ class BigQueryBackend(Backend):
         project = server.env["GCP_PROJECT_ID"]
         client = self.client(project)
         src = f"`{project}.billing_export.{export_table_name()}`"
-        dst = f"`{project}.{dataset}.gcp_billing_cost_daily`"
+        dst = f"`{project}.{dataset}.billing_cost_daily`"
         cols_src = "sku.id, project.id, usage_start_time, cost, export_time, cost_type, invoice.month"
         cols_dst = "sku_id, project_id, usage_start_time, cost, export_time, cost_type, invoice_month"
         ws, wd = f"DATE(usage_start_time) = DATE '{day}'", f"usage_date = DATE '{day}'"

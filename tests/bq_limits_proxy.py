@@ -166,6 +166,7 @@ _QUERY_RESULTS = re.compile(r"^/bigquery/v2/projects/([^/]+)/queries/([^/]+)/?$"
 class Statement:
     kind: str  # one of KINDS
     table: str | None  # project.dataset.table, no backticks
+    reads: tuple[str, ...] = ()  # the other tables it names (FROM, JOIN, USING, subqueries)
 
 
 def _table_name(table: exp.Table | None, project: str, default_dataset: dict[str, Any] | None) -> str | None:
@@ -194,7 +195,19 @@ def _target(node: exp.Expression) -> exp.Table | None:
     return node.find(exp.Table)
 
 
+def _reads(node: exp.Expression, target: str | None, project: str, dds: dict[str, Any] | None) -> tuple[str, ...]:
+    names = {_table_name(t, project, dds) for t in node.find_all(exp.Table)}
+    return tuple(sorted(n for n in names if n and n != target))
+
+
 def _classify_node(node: exp.Expression, project: str, dds: dict[str, Any] | None) -> list[Statement]:
+    found = _classify_target(node, project, dds)
+    if len(found) == 1 and not isinstance(node, exp.Block | exp.Command):
+        return [Statement(found[0].kind, found[0].table, _reads(node, found[0].table, project, dds))]
+    return found
+
+
+def _classify_target(node: exp.Expression, project: str, dds: dict[str, Any] | None) -> list[Statement]:
     if isinstance(node, exp.Block):
         return [s for child in node.expressions for s in _classify_node(child, project, dds)]
     if isinstance(node, exp.Command):
@@ -503,6 +516,8 @@ class Proxy:
         parent: str | None = None,
         index: int | None = None,
         dry_run: bool = False,
+        reads: tuple[str, ...] = (),
+        sql: str | None = None,
     ) -> dict[str, Any]:
         entry = {
             "seq": len(self.statements) + 1,
@@ -510,6 +525,8 @@ class Proxy:
             "job_id": job_id,
             "kind": kind,
             "table": table,
+            "reads": list(reads),
+            "sql": sql[:4000] if sql else None,
             "script_kind": parent,
             "index": index,
             "labels": labels,
@@ -678,6 +695,8 @@ class Proxy:
                     table=statements[0].table,
                     labels=labels,
                     dry_run=dry_run,
+                    reads=statements[0].reads,
+                    sql=sql if isinstance(sql, str) else None,
                 )
             ]
             job_kind = statements[0].kind
@@ -696,6 +715,7 @@ class Proxy:
                     parent="SCRIPT",
                     index=i,
                     dry_run=dry_run,
+                    reads=s.reads,
                 )
                 for i, s in enumerate(statements)
             ]

@@ -53,11 +53,19 @@ def duckdb_backend(tmp_path_factory: pytest.TempPathFactory) -> DuckDBBackend:
 
 @pytest.fixture(scope="session")
 def bigquery_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BigQueryBackend]:
+    """The emulator behind the BigQuery-limits proxy (tests/bq_limits_proxy.py): every client of
+    the BigQuery half of the suite meets BigQuery's DML concurrency limits; a test may add latency
+    or inject errors with ``backend.proxy.configure(...)`` (and must reset what it changed)."""
+    from tests.bq_limits_proxy import BigQueryLimitsProxy
     from tests.bqemulator import BigQueryEmulator
 
-    emulator = BigQueryEmulator(tmp_path_factory.mktemp("bqemulator"))
+    logs = tmp_path_factory.mktemp("bqemulator")
+    emulator = BigQueryEmulator(logs)
     emulator.start()
-    yield BigQueryBackend(emulator.endpoint)
+    proxy = BigQueryLimitsProxy(emulator.endpoint, logs)
+    proxy.start()
+    yield BigQueryBackend(proxy.endpoint, proxy=proxy, emulator_endpoint=emulator.endpoint)
+    proxy.stop()
     emulator.stop()
 
 

@@ -26,6 +26,29 @@ class StepRef(Protocol):
 
 
 @dataclass(slots=True)
+class JobStats:
+    """What the warehouse reported for the jobs of a step or a run (BigQuery: bytes processed and
+    billed, slot milliseconds). A figure nobody reported stays None, never a made-up zero (DuckDB
+    reports nothing)."""
+
+    jobs: int = 0
+    bytes_processed: int | None = None
+    bytes_billed: int | None = None
+    slot_ms: int | None = None
+
+    def add(self, *, bytes_processed: int | None, bytes_billed: int | None, slot_ms: int | None) -> None:
+        """One more job's figures."""
+        self.merge(JobStats(1, bytes_processed, bytes_billed, slot_ms))
+
+    def merge(self, other: JobStats) -> None:
+        self.jobs += other.jobs
+        for name in ("bytes_processed", "bytes_billed", "slot_ms"):
+            value = getattr(other, name)
+            if value is not None:
+                setattr(self, name, (getattr(self, name) or 0) + int(value))
+
+
+@dataclass(slots=True)
 class StepOutcome:
     step_id: str
     status: str  # PENDING, RUNNING, COMPLETED, FAILED, SKIPPED, CANCELLED
@@ -37,6 +60,7 @@ class StepOutcome:
     completed_at: datetime | None = None
     result: dict[str, Any] = field(default_factory=dict)
     exception: Exception | None = None  # the error behind ``error``, for synchronous callers
+    stats: JobStats = field(default_factory=JobStats)
 
 
 @dataclass(slots=True)
@@ -58,6 +82,13 @@ class RunState:
     @property
     def rows_processed(self) -> int:
         return sum(s.rows_processed for s in self.steps.values())
+
+    @property
+    def stats(self) -> JobStats:
+        total = JobStats()
+        for step in self.steps.values():
+            total.merge(step.stats)
+        return total
 
     def duration_ms(self, now: datetime | None = None) -> int:
         return int(((now or datetime.now(UTC)) - self.started_at).total_seconds() * 1000)

@@ -72,6 +72,9 @@ class Settings(BaseSettings):
         60.0, gt=0, description="How long the BigQuery client retries a failing call (5xx, rate limits)."
     )
     maximum_bytes_billed: int = Field(100 * 1024**3, ge=1, description="Cap on tenant query bytes (BigQuery).")
+    bigquery_price_per_tib_usd: float = Field(
+        6.25, ge=0, description="On-demand analysis price per TiB billed (Google's list price), for usage estimates."
+    )
     query_timeout_seconds: float = Field(600.0, gt=0)
     warehouse_retry_attempts: int = Field(4, ge=1, le=10)
     warehouse_retry_base_seconds: float = Field(0.2, ge=0)

@@ -305,7 +305,7 @@ def _configs_with_load_step(tmp_path: Path, edit: Callable[[dict[str, Any]], Non
 def test_reconciliation_failure_rolls_back_and_fails_the_run(backend: Backend, tmp_path: Path) -> None:
     def lossy(step: dict[str, Any]) -> None:
         source = step["config"]["source"]
-        source["query"] = source["query"].rstrip() + "\n  AND b.cost_type != 'tax'\n"
+        source["query"] = source["query"].rstrip() + "\n  WHERE b.cost_type != 'tax'\n"
 
     configs = _configs_with_load_step(tmp_path, lossy)
     srv = backend.new_server(tmp_path / "srv", DEMO, CONFIGS_DIR=str(configs))
@@ -373,7 +373,7 @@ def test_bigquery_tables_get_partitioning_clustering_and_labels(backend: Backend
     assert api.run_and_wait(slug, key, {"date": DEMO_END.isoformat()})["status"] == "COMPLETED"
     project = api.server.env["GCP_PROJECT_ID"]
     client = backend.client(project)  # type: ignore[attr-defined]
-    table = client.get_table(f"{project}.{slug}_local.gcp_billing_cost_daily")
+    table = client.get_table(f"{project}.{slug}_local.billing_cost_daily")
     assert table.time_partitioning.type_ == "DAY"
     assert table.time_partitioning.field == "usage_date"
     assert table.clustering_fields == ["project_id", "service_id", "sku_id"]

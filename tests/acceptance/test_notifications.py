@@ -52,7 +52,7 @@ def notify_configs(root: Path, hooks: WebhookSink) -> Path:
     broken = copy.deepcopy(base)
     broken["pipeline_id"] = "{org_slug}_broken_billing"
     source = broken["steps"][0]["config"]["source"]
-    source["query"] = source["query"].rstrip() + "\n  AND b.cost_type != 'tax'\n"  # a lossy load
+    source["query"] = source["query"].rstrip() + "\n  WHERE b.cost_type != 'tax'\n"  # a lossy load
     broken["steps"].append(
         {
             "step_id": "slack_failure",

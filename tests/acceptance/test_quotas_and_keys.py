@@ -342,7 +342,7 @@ def test_slot_is_released_after_a_failed_run(backend: Backend, tmp_path: Path) -
     shutil.copytree(REPO / "configs", configs)
     pipeline_file = configs / "gcp/cost/cost_billing.yml"
     spec = yaml.safe_load(pipeline_file.read_text())
-    spec["steps"][0]["config"]["source"]["query"] += "\n  AND b.cost_type != 'tax'\n"  # fails reconciliation
+    spec["steps"][0]["config"]["source"]["query"] += "\n  WHERE b.cost_type != 'tax'\n"  # fails reconciliation
     pipeline_file.write_text(yaml.safe_dump(spec, sort_keys=False))
     srv = backend.new_server(tmp_path / "srv", DEMO, CONFIGS_DIR=str(configs))
     try:

@@ -4,6 +4,7 @@ keeps BigQuery's semantics."""
 from __future__ import annotations
 
 import asyncio
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +14,11 @@ import sqlglot
 
 from src.core.engine.duckdb_backend import DuckDBWarehouse
 from src.core.engine.loads import (
-    measures_sql,
     replace_merge_sql,
     replace_statements,
     window_condition,
 )
-from src.core.engine.repositories.billing_export import export_schema
+from src.core.engine.repositories.billing_export import add_ingestion_day, export_schema
 from src.core.engine.sql import TableRef
 from src.core.engine.translate import to_duckdb
 from src.core.pipeline.loader import PipelineStore
@@ -33,7 +33,7 @@ VALUES = {
     "billing_export_table": "convergence-local.billing_export.gcp_billing_export_v1_X",
     "project_id": "convergence-local",
     "org_dataset": "acme_local",
-    "destination_table": "gcp_billing_cost_daily",
+    "destination_table": "billing_cost_daily",
 }
 
 
@@ -44,28 +44,28 @@ def config_sql() -> list[tuple[str, str]]:
     for p in store.all():
         for step_id, cfg in p.step_configs.items():
             if isinstance(cfg, EtlConfig):
-                found.append((f"{p.path}:{step_id}:source", cfg.source.query))
+                snapshot = f"({cfg.snapshot.query})" if cfg.snapshot else ""
+                if cfg.snapshot:
+                    found.append((f"{p.path}:{step_id}:snapshot", cfg.snapshot.query))
+                found.append((f"{p.path}:{step_id}:source", cfg.source.query.replace("{snapshot}", snapshot)))
                 if cfg.reconcile:
                     rec = cfg.reconcile
-                    found.append((f"{p.path}:{step_id}:reconcile.source", rec.source_query))
-                    dest = TableRef("convergence-local", "acme_local", "gcp_billing_cost_daily")
-                    for where, relation in (("output", f"({cfg.source.query})"), ("destination", dest.sql)):
-                        measured = measures_sql(
-                            relation,
-                            date_column=rec.date_column,
-                            cost_column=rec.cost_column,
-                            credits_column=rec.credits_column,
-                        )
-                        found.append((f"{p.path}:{step_id}:reconcile.{where}", measured))
+                    found.append(
+                        (f"{p.path}:{step_id}:reconcile.source", rec.source_query.replace("{snapshot}", snapshot))
+                    )
+                    dest = TableRef("convergence-local", "acme_local", "billing_cost_daily")
+                    source = cfg.source.query.replace("{snapshot}", snapshot)
+                    for where, relation in (("output", f"({source})"), ("destination", dest.sql)):
+                        found.append((f"{p.path}:{step_id}:reconcile.{where}", rec.measure_sql(relation)))
                     columns = [f.name for f in schema_templates(CONFIGS)[cfg.destination.schema_template]]
                     found.append(
                         (
                             f"{p.path}:{step_id}:write.merge",
-                            replace_merge_sql(dest, columns, cfg.source.query, window_condition("usage_date")),
+                            replace_merge_sql(dest, columns, source, window_condition("usage_date")),
                         )
                     )
                     for i, statement in enumerate(
-                        replace_statements(dest, columns, cfg.source.query, window_condition("usage_date"))
+                        replace_statements(dest, columns, source, window_condition("usage_date"))
                     ):
                         found.append((f"{p.path}:{step_id}:write.replace{i}", statement))
     return found
@@ -81,11 +81,11 @@ def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Any:
         wh = DuckDBWarehouse(path=Path(tmp_path_factory.mktemp("sql")) / "w.duckdb", project="convergence-local")
         await wh.start()
         await wh.create_dataset("billing_export")
-        await wh.create_table(wh.table("billing_export", "gcp_billing_export_v1_X"), export_schema(CONFIGS))
+        export = wh.table("billing_export", "gcp_billing_export_v1_X")
+        await wh.create_table(export, export_schema(CONFIGS))
+        await add_ingestion_day(wh, export)
         await wh.create_dataset("acme_local")
-        await wh.create_table(
-            wh.table("acme_local", "gcp_billing_cost_daily"), schema_templates(CONFIGS)["billing_cost"]
-        )
+        await wh.create_table(wh.table("acme_local", "billing_cost_daily"), schema_templates(CONFIGS)["billing_cost"])
         return wh
 
     return asyncio.run(build())
@@ -96,8 +96,8 @@ def test_config_sql_is_bigquery_and_runs_on_duckdb(warehouse: DuckDBWarehouse, w
     text = render(sql)
     sqlglot.parse_one(text, read="bigquery")  # raises on anything that is not BigQuery SQL
     params = {
-        "start_date": "2026-01-01",
-        "end_date": "2026-01-02",
+        "start_date": date(2026, 1, 1),
+        "end_date": date(2026, 1, 2),
         "org_slug": "acme",
         "pipeline_logging_id": "x",
         "tolerance": 1e-6,

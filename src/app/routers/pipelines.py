@@ -5,6 +5,8 @@ from datetime import date
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request, status
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
 
 from src.app.dependencies.auth import CallerDep, authorize_org
 from src.app.dependencies.services import ServicesDep
@@ -12,6 +14,7 @@ from src.app.logging_setup import request_id_var
 from src.app.schemas.organizations import ORG_SLUG_PATTERN
 from src.core.errors import BadRequestError, ValidationFailedError
 from src.core.security import scopes
+from src.core.services.run_estimates import estimate_run
 from src.core.services.runs import Caller
 
 router = APIRouter(prefix="/api/v1/pipelines", tags=["pipelines"])
@@ -26,7 +29,8 @@ _RUN_BODY = {
                 "schema": {
                     "type": "object",
                     "description": 'The pipeline\'s declared parameters: {"date": "YYYY-MM-DD"} or '
-                    '{"start_date": …, "end_date": …} for a window, plus any others it declares.',
+                    '{"start_date": …, "end_date": …} for a window, plus any others it declares; '
+                    '"dry_run": true estimates what the run would read and starts nothing.',
                     "additionalProperties": True,
                 },
                 "example": {"date": "2026-11-26"},
@@ -53,6 +57,7 @@ async def _json_object(request: Request) -> dict[str, Any]:
     "/run/{org_slug}/{provider}/{domain}/{pipeline}",
     status_code=status.HTTP_202_ACCEPTED,
     openapi_extra=_RUN_BODY,
+    responses={200: {"description": "dry_run: what the run would read (bytes per statement, or rows); nothing ran"}},
 )
 async def run_pipeline(
     org_slug: Annotated[str, Path(pattern=ORG_SLUG_PATTERN)],
@@ -62,15 +67,23 @@ async def run_pipeline(
     request: Request,
     identity: CallerDep,
     services: ServicesDep,
-) -> dict[str, Any]:
-    """Start ``configs/{provider}/{domain}/{pipeline}.yml`` for the org; 202 with the run id."""
+) -> Any:
+    """Start ``configs/{provider}/{domain}/{pipeline}.yml`` for the org; 202 with the run id.
+    With ``"dry_run": true``: 200 with what the run would read (bytes per statement on BigQuery,
+    rows on DuckDB); nothing starts and no quota is used."""
     org = authorize_org(identity, org_slug)
     identity.require(scopes.PIPELINES_RUN)
     loaded = services.store.runnable(provider, domain, pipeline)
     params = await _json_object(request)
+    dry_run = params.pop("dry_run", False)
+    if not isinstance(dry_run, bool):
+        raise ValidationFailedError("dry_run must be true or false", code="invalid_parameters")
+    caller = Caller(org_slug=org, is_admin=identity.is_admin)
+    if dry_run:
+        return JSONResponse(jsonable_encoder(await estimate_run(services, loaded, caller=caller, params=params)))
     return await services.run_service.start(
         loaded,
-        caller=Caller(org_slug=org, is_admin=identity.is_admin),
+        caller=caller,
         params=params,
         request_id=request_id_var.get(),
     )

@@ -21,7 +21,7 @@ from typing import Any
 from src.core.demo.billing_export import export_table_name, write_ndjson
 from src.core.engine.base import Warehouse
 from src.core.engine.factory import build_warehouse
-from src.core.engine.repositories.billing_export import export_schema
+from src.core.engine.repositories.billing_export import add_ingestion_day, export_schema
 from src.core.engine.schema import TableOptions, TimePartitioning
 from src.core.settings import Settings
 
@@ -52,6 +52,7 @@ async def seed_demo_billing(
         )
         generated = time.perf_counter() - started
         loaded = await warehouse.load_ndjson(ref, schema, path, truncate=True)
+    await add_ingestion_day(warehouse, ref)
     return {
         "table": str(ref),
         "rows_loaded": loaded,

@@ -13,12 +13,14 @@ import random
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 from src.core.engine.schema import Schema, SchemaField, TableOptions
 from src.core.engine.sql import TableRef
 from src.core.errors import TransientWarehouseError
+from src.core.run_types import JobStats
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,13 @@ class Capabilities:
     # Tenant queries can run as an org's own service account (``with_credentials``), which is given
     # write access to the org's dataset (``set_dataset_writer``). Without it: no principals to switch.
     org_credentials: bool
+    # The reads and the write of a replace_rows run in one transaction that sees one snapshot of the
+    # data (MVCC): a source read inside it needs no copy. Without it, a consistent source is a
+    # staging table (create_table_as) that every later read uses.
+    snapshot_in_transaction: bool
+    # Ingestion-time partitioned tables have the _PARTITIONTIME pseudo-column (BigQuery). Without
+    # it, a table that stands for such a table carries a real _PARTITIONTIME column (demo data).
+    partition_pseudo_columns: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,9 +67,19 @@ class ReplaceResult:
     inserted: int
     check_rows: list[Row] = field(default_factory=list)
     committed: bool = True
+    source_rows: list[Row] = field(default_factory=list)
 
 
-RowsCheck = Callable[[list[Row]], bool]
+# (source rows, check rows) -> True if the write may stand.
+RowsCheck = Callable[[list[Row], list[Row]], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """What a query would read: bytes (a BigQuery dry run) or, where nothing bills bytes, rows."""
+
+    bytes_processed: int | None = None
+    rows: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +90,7 @@ class QueryOptions:
     run_id: str | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
     timeout_seconds: float | None = None
+    stats: JobStats | None = None  # the job statistics of these queries are added here (a step's)
 
 
 class Warehouse(ABC):
@@ -114,6 +134,7 @@ class Warehouse(ABC):
         replace_where: str,
         params: Params | None = None,
         options: QueryOptions | None = None,
+        source_sql: str | None = None,
         check_sql: str | None = None,
         check: RowsCheck | None = None,
     ) -> ReplaceResult:
@@ -122,13 +143,42 @@ class Warehouse(ABC):
         AND @end_date``) and insert the rows of ``source_query`` that match it too. Readers see the
         old rows or the new ones, never neither.
 
-        ``check_sql`` runs after the write and its rows are returned; where
-        ``capabilities.checks_before_commit``, it runs before the commit and a False ``check(rows)``
-        rolls the write back (``committed=False``)."""
+        ``source_sql`` (e.g. the source's totals) runs first — where
+        ``capabilities.snapshot_in_transaction``, inside the write's transaction, so it sees what
+        the write reads — and ``check_sql`` after the write; both results are returned. Where
+        ``capabilities.checks_before_commit``, the check runs before the commit and a False
+        ``check(source_rows, check_rows)`` rolls the write back (``committed=False``)."""
 
     @abstractmethod
     async def check_query(self, sql: str, params: Params | None = None) -> None:
         """Validate a query against the live catalog without reading data (dry run)."""
+
+    @abstractmethod
+    async def estimate(
+        self, sql: str, params: Params | None = None, *, options: QueryOptions | None = None
+    ) -> Estimate:
+        """What ``sql`` would read, without running it: bytes (BigQuery dry run) or rows (DuckDB)."""
+
+    @abstractmethod
+    async def create_table_as(
+        self,
+        ref: TableRef,
+        sql: str,
+        params: Params | None = None,
+        *,
+        options: QueryOptions | None = None,
+        expires_at: datetime,
+    ) -> int:
+        """A table of ``sql``'s rows (replacing one of that name) that the warehouse drops after
+        ``expires_at`` (BigQuery's table expiration; DuckDB: ``drop_expired_tables``); its row count."""
+
+    async def drop_expired_tables(self) -> int:
+        """Drop tables whose expiry has passed, where the warehouse does not do it itself."""
+        return 0
+
+    @abstractmethod
+    async def rename_table(self, ref: TableRef, new_name: str) -> None:
+        """Rename a table within its dataset (atomic)."""
 
     # --- catalog ------------------------------------------------------------------------------
     @abstractmethod

@@ -17,7 +17,7 @@ import asyncio
 import copy
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from google.api_core import exceptions as gexc
@@ -28,32 +28,28 @@ from google.cloud.bigquery import retry as bq_retry
 
 from src.core.engine.base import (
     Capabilities,
+    Estimate,
     Params,
     QueryOptions,
     ReplaceResult,
     Row,
     RowsCheck,
-    TableOptions,
     Warehouse,
 )
+from src.core.engine.bigquery_catalog import BigQueryCatalog
 from src.core.engine.bigquery_mapping import (
-    ddl_type,
+    job_statistics,
     label_value,
-    table_options_of,
-    to_bigquery_table,
     to_query_parameter,
-    to_schema_field,
     translate_error,
 )
 from src.core.engine.loads import replace_merge_sql
-from src.core.engine.schema import Schema, SchemaField
 from src.core.engine.sql import TableRef, check_identifier
 from src.core.engine.translate import parameter_names
 from src.core.errors import (
     TerminalWarehouseError,
     TransientWarehouseError,
     WarehouseError,
-    WarehouseNotFoundError,
 )
 
 log = logging.getLogger(__name__)
@@ -69,10 +65,12 @@ CAPABILITIES = Capabilities(
     single_process=False,
     checks_before_commit=False,
     org_credentials=True,
+    snapshot_in_transaction=False,
+    partition_pseudo_columns=True,
 )
 
 
-class BigQueryWarehouse(Warehouse):
+class BigQueryWarehouse(BigQueryCatalog, Warehouse):
     capabilities = CAPABILITIES
 
     def __init__(
@@ -164,6 +162,15 @@ class BigQueryWarehouse(Warehouse):
     def _timeout_for(self, options: QueryOptions | None) -> float:
         return (options.timeout_seconds if options and options.timeout_seconds else None) or self._timeout
 
+    def _job(self, sql: str, config: bigquery.QueryJobConfig, options: QueryOptions | None) -> tuple[Any, Any]:
+        """Run one query job to its end (blocking; called on a worker thread): (job, result).
+        Its statistics go to ``options.stats`` when given."""
+        job = self.client.query(sql, job_config=config, retry=self._retry, job_retry=self._job_retry)
+        result = job.result(timeout=self._timeout_for(options) + 30, retry=self._retry)
+        if options is not None and options.stats is not None:
+            options.stats.add(**job_statistics(job))
+        return job, result
+
     async def _run_query(
         self,
         sql: str,
@@ -171,12 +178,10 @@ class BigQueryWarehouse(Warehouse):
         options: QueryOptions | None,
     ) -> tuple[list[Row], int]:
         config = self._job_config(sql, params, options)
-        timeout = self._timeout_for(options) + 30
         self._observe(sql)
 
         def run() -> tuple[list[Row], int]:
-            job = self.client.query(sql, job_config=config, retry=self._retry, job_retry=self._job_retry)
-            result = job.result(timeout=timeout, retry=self._retry)
+            job, result = self._job(sql, config, options)
             rows = [dict(row.items()) for row in result] if job.statement_type in (None, "SELECT", "SCRIPT") else []
             return rows, int(job.num_dml_affected_rows or 0)
 
@@ -197,6 +202,39 @@ class BigQueryWarehouse(Warehouse):
         config = self._job_config(sql, params, None, dry_run=True)
         await self._call(lambda: self.client.query(sql, job_config=config, retry=self._retry))
 
+    async def estimate(
+        self, sql: str, params: Params | None = None, *, options: QueryOptions | None = None
+    ) -> Estimate:
+        """A dry-run job: the bytes the query would process (and be billed for, before rounding)."""
+        config = self._job_config(sql, params, options, dry_run=True)
+        job = await self._call(lambda: self.client.query(sql, job_config=config, retry=self._retry))
+        return Estimate(bytes_processed=int(job.total_bytes_processed or 0))
+
+    async def create_table_as(
+        self,
+        ref: TableRef,
+        sql: str,
+        params: Params | None = None,
+        *,
+        options: QueryOptions | None = None,
+        expires_at: datetime,
+    ) -> int:
+        """``CREATE OR REPLACE TABLE … OPTIONS(expiration_timestamp=…) AS``: BigQuery drops it at
+        ``expires_at`` whatever happens to the run. Its row count comes from the table's metadata."""
+        stamp = expires_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S+00")
+        create = (
+            f"CREATE OR REPLACE TABLE {ref.sql} OPTIONS(expiration_timestamp=TIMESTAMP '{stamp}') "
+            f"AS {sql.strip().rstrip(';')}"
+        )
+        config = self._job_config(create, params, options)
+        self._observe(create)
+
+        def run() -> int:
+            self._job(create, config, options)
+            return int(self.client.get_table(str(ref), retry=self._retry).num_rows or 0)
+
+        return await self._call(run)
+
     async def replace_rows(
         self,
         destination: TableRef,
@@ -206,20 +244,22 @@ class BigQueryWarehouse(Warehouse):
         replace_where: str,
         params: Params | None = None,
         options: QueryOptions | None = None,
+        source_sql: str | None = None,
         check_sql: str | None = None,
         check: RowsCheck | None = None,
     ) -> ReplaceResult:
         """One MERGE statement (BigQuery's atomic partition overwrite): no rows match ``ON FALSE``,
-        so the target rows in the window are deleted and every source row is inserted. The check
-        runs after the commit (a script cannot bind parameters on every BigQuery-compatible
-        endpoint, so there is no in-transaction check here: callers pre-check instead)."""
+        so the target rows in the window are deleted and every source row is inserted. ``source_sql``
+        runs before it and ``check_sql`` after the commit (a script cannot bind parameters on every
+        BigQuery-compatible endpoint, so there is no in-transaction check here: callers read a
+        staging snapshot and pre-check instead)."""
+        source = await self.query(source_sql, params, options=options) if source_sql else []
         sql = replace_merge_sql(destination, columns, source_query, replace_where)
         config = self._job_config(sql, params, options)
         self._observe(sql)
 
         def run() -> int:
-            job = self.client.query(sql, job_config=config, retry=self._retry, job_retry=self._job_retry)
-            job.result(timeout=self._timeout_for(options) + 30, retry=self._retry)
+            job, _ = self._job(sql, config, options)
             stats = job.dml_stats
             if stats is not None and stats.inserted_row_count is not None:
                 return int(stats.inserted_row_count)
@@ -227,101 +267,7 @@ class BigQueryWarehouse(Warehouse):
 
         inserted = await self._call(run)
         rows = await self.query(check_sql, params, options=options) if check_sql else []
-        return ReplaceResult(inserted, rows)
-
-    # --- catalog -----------------------------------------------------------------------------
-    def _dataset_id(self, dataset: str) -> str:
-        return f"{self.project}.{check_identifier('dataset', dataset)}"
-
-    async def dataset_exists(self, dataset: str) -> bool:
-        try:
-            await self._call(lambda: self.client.get_dataset(self._dataset_id(dataset), retry=self._retry))
-        except WarehouseNotFoundError:
-            return False
-        return True
-
-    async def create_dataset(
-        self, dataset: str, *, labels: Mapping[str, str] | None = None, description: str | None = None
-    ) -> bool:
-        if await self.dataset_exists(dataset):
-            return False
-        ds = bigquery.Dataset(self._dataset_id(dataset))
-        ds.location = self._location
-        ds.labels = {label_value(k): label_value(v) for k, v in (labels or {}).items()}
-        ds.description = description
-        await self._call(lambda: self.client.create_dataset(ds, exists_ok=True, retry=self._retry))
-        return True
-
-    async def delete_dataset(self, dataset: str) -> None:
-        await self._call(
-            lambda: self.client.delete_dataset(
-                self._dataset_id(dataset), delete_contents=True, not_found_ok=True, retry=self._retry
-            )
-        )
-
-    async def list_tables(self, dataset: str) -> list[str]:
-        try:
-            tables = await self._call(
-                lambda: [t.table_id for t in self.client.list_tables(self._dataset_id(dataset), retry=self._retry)]
-            )
-        except WarehouseNotFoundError:
-            return []
-        return sorted(tables)
-
-    async def table_exists(self, ref: TableRef) -> bool:
-        try:
-            await self._call(lambda: self.client.get_table(str(ref), retry=self._retry))
-        except WarehouseNotFoundError:
-            return False
-        return True
-
-    async def create_table(self, ref: TableRef, schema: Schema, options: TableOptions | None = None) -> bool:
-        if await self.table_exists(ref):
-            return False
-        table = to_bigquery_table(str(ref), schema, options)
-        await self._call(lambda: self.client.create_table(table, exists_ok=True, retry=self._retry))
-        return True
-
-    async def drop_table(self, ref: TableRef) -> None:
-        await self._call(lambda: self.client.delete_table(str(ref), not_found_ok=True, retry=self._retry))
-
-    async def dataset_columns(self, dataset: str) -> dict[str, list[str]]:
-        rows = await self.query(
-            f"SELECT table_name, column_name FROM `{self._dataset_id(dataset)}`.INFORMATION_SCHEMA.COLUMNS "
-            "ORDER BY table_name, ordinal_position"
-        )
-        columns: dict[str, list[str]] = {}
-        for row in rows:
-            columns.setdefault(str(row["table_name"]), []).append(str(row["column_name"]))
-        return columns
-
-    async def add_columns(self, ref: TableRef, fields: Sequence[SchemaField]) -> None:
-        for field in fields:
-            if field.mode == "REQUIRED":
-                raise TerminalWarehouseError(f"cannot add REQUIRED column {field.name!r} to an existing table")
-            await self.execute(f"ALTER TABLE {ref.sql} ADD COLUMN IF NOT EXISTS `{field.name}` {ddl_type(field)}")
-
-    async def load_ndjson(self, ref: TableRef, schema: Schema, path: Path, *, truncate: bool) -> int:
-        config = bigquery.LoadJobConfig(
-            source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON,
-            schema=[to_schema_field(f) for f in schema],
-            write_disposition=(
-                bigquery.WriteDisposition.WRITE_TRUNCATE if truncate else bigquery.WriteDisposition.WRITE_APPEND
-            ),
-            labels={"managed-by": "convergence"},
-        )
-
-        def load() -> int:
-            with path.open("rb") as handle:  # no size=: a resumable upload (works on the emulator too)
-                job = self.client.load_table_from_file(handle, str(ref), job_config=config)
-            job.result(timeout=self._timeout)
-            return int(job.output_rows or 0)
-
-        return await self._call(load)
-
-    async def table_options(self, ref: TableRef) -> TableOptions:
-        table = await self._call(lambda: self.client.get_table(str(ref), retry=self._retry))
-        return table_options_of(table)
+        return ReplaceResult(inserted, rows, source_rows=source)
 
     # --- per-org principals ------------------------------------------------------------------
     def with_credentials(self, service_account_info: Mapping[str, Any]) -> BigQueryWarehouse:

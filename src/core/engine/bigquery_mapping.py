@@ -149,3 +149,19 @@ def table_options_of(table: bigquery.Table) -> TableOptions:
         clustering_fields=tuple(table.clustering_fields or ()),
         labels=dict(table.labels or {}),
     )
+
+
+def job_statistics(job: Any) -> dict[str, int | None]:
+    """A finished job's bytes processed, bytes billed and slot milliseconds, as the client reports
+    them (None where it reports nothing: a dry run bills nothing, the emulator reports no bytes
+    billed)."""
+
+    def figure(name: str) -> int | None:
+        value = getattr(job, name, None)
+        return int(value) if value is not None else None
+
+    return {
+        "bytes_processed": figure("total_bytes_processed"),
+        "bytes_billed": figure("total_bytes_billed"),
+        "slot_ms": figure("slot_millis"),
+    }

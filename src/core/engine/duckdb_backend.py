@@ -15,8 +15,9 @@ import logging
 import queue
 import re
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,17 +25,17 @@ import duckdb
 
 from src.core.engine.base import (
     Capabilities,
+    Estimate,
     Params,
     QueryOptions,
     ReplaceResult,
     Row,
     RowsCheck,
-    TableOptions,
     TypedParam,
     Warehouse,
 )
+from src.core.engine.duckdb_catalog import EXPIRES_COMMENT, DuckDBCatalog
 from src.core.engine.loads import replace_statements
-from src.core.engine.schema import Schema, SchemaField
 from src.core.engine.sql import TableRef, check_identifier
 from src.core.engine.translate import Statement, to_duckdb
 from src.core.errors import (
@@ -63,6 +64,8 @@ CAPABILITIES = Capabilities(
     single_process=True,
     checks_before_commit=True,
     org_credentials=False,
+    snapshot_in_transaction=True,
+    partition_pseudo_columns=False,
 )
 
 _LINE_RE = re.compile(r"\n\s*LINE \d+:.*", re.DOTALL)
@@ -112,7 +115,7 @@ def _run(cursor: duckdb.DuckDBPyConnection, sql: str, params: Params | None) -> 
     return rows, int(affected or 0)
 
 
-class DuckDBWarehouse(Warehouse):
+class DuckDBWarehouse(DuckDBCatalog, Warehouse):
     capabilities = CAPABILITIES
 
     def __init__(self, *, path: Path, project: str, memory_limit: str = "2GB", threads: int = 2) -> None:
@@ -223,22 +226,24 @@ class DuckDBWarehouse(Warehouse):
         replace_where: str,
         params: Params | None = None,
         options: QueryOptions | None = None,
+        source_sql: str | None = None,
         check_sql: str | None = None,
         check: RowsCheck | None = None,
     ) -> ReplaceResult:
         delete, insert = replace_statements(destination, columns, source_query, replace_where)
-        for sql in (delete, insert, *([check_sql] if check_sql else [])):
+        for sql in (*([source_sql] if source_sql else []), delete, insert, *([check_sql] if check_sql else [])):
             self._observe(sql)
 
         def replace(cursor: duckdb.DuckDBPyConnection) -> ReplaceResult:
-            cursor.execute("BEGIN TRANSACTION")
+            cursor.execute("BEGIN TRANSACTION")  # one snapshot: every read below sees the same data
             try:
+                source = _run(cursor, source_sql, params)[0] if source_sql else []
                 _run(cursor, delete, params)
                 _, inserted = _run(cursor, insert, params)
                 rows = _run(cursor, check_sql, params)[0] if check_sql else []
-                if check is not None and not check(rows):
+                if check is not None and not check(source, rows):
                     cursor.execute("ROLLBACK")
-                    return ReplaceResult(inserted, rows, committed=False)
+                    return ReplaceResult(inserted, rows, committed=False, source_rows=source)
                 cursor.execute("COMMIT")
             except BaseException:
                 try:
@@ -246,114 +251,34 @@ class DuckDBWarehouse(Warehouse):
                 except duckdb.Error:
                     pass  # the failed statement already ended the transaction
                 raise
-            return ReplaceResult(inserted, rows)
+            return ReplaceResult(inserted, rows, source_rows=source)
 
         return await self._with_cursor(replace)
 
-    # --- catalog -----------------------------------------------------------------------------
-    def _schema_sql(self, dataset: str) -> str:
-        return f'"{self.project}"."{check_identifier("dataset", dataset)}"'
+    async def estimate(
+        self, sql: str, params: Params | None = None, *, options: QueryOptions | None = None
+    ) -> Estimate:
+        """DuckDB bills nothing: the rows the query would return."""
+        rows = await self.query(f"SELECT COUNT(*) AS n FROM ({sql.strip().rstrip(';')}) AS q", params, options=options)
+        return Estimate(rows=int(rows[0]["n"]) if rows else 0)
 
-    def _table_sql(self, ref: TableRef) -> str:
-        return f'"{ref.project}"."{ref.dataset}"."{ref.table}"'
+    async def create_table_as(
+        self,
+        ref: TableRef,
+        sql: str,
+        params: Params | None = None,
+        *,
+        options: QueryOptions | None = None,
+        expires_at: datetime,
+    ) -> int:
+        create = f"CREATE OR REPLACE TABLE {ref.sql} AS {sql.strip().rstrip(';')}"
+        self._observe(create)
+        stamp = expires_at.astimezone(UTC).isoformat()
 
-    async def _fetch(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-        """Run native DuckDB SQL (catalog queries of this module only)."""
-        return await self._with_cursor(lambda c: c.execute(sql, list(args)).fetchall())
-
-    async def dataset_exists(self, dataset: str) -> bool:
-        rows = await self._fetch(
-            "SELECT 1 FROM information_schema.schemata WHERE catalog_name = ? AND schema_name = ?",
-            self.project,
-            check_identifier("dataset", dataset),
-        )
-        return bool(rows)
-
-    async def create_dataset(
-        self, dataset: str, *, labels: Mapping[str, str] | None = None, description: str | None = None
-    ) -> bool:
-        if await self.dataset_exists(dataset):
-            return False
-        await self._fetch(f"CREATE SCHEMA IF NOT EXISTS {self._schema_sql(dataset)}")
-        return True
-
-    async def delete_dataset(self, dataset: str) -> None:
-        await self._fetch(f"DROP SCHEMA IF EXISTS {self._schema_sql(dataset)} CASCADE")
-
-    async def list_tables(self, dataset: str) -> list[str]:
-        rows = await self._fetch(
-            "SELECT table_name FROM information_schema.tables "
-            "WHERE table_catalog = ? AND table_schema = ? ORDER BY table_name",
-            self.project,
-            check_identifier("dataset", dataset),
-        )
-        return [r[0] for r in rows]
-
-    async def table_exists(self, ref: TableRef) -> bool:
-        rows = await self._fetch(
-            "SELECT 1 FROM information_schema.tables WHERE table_catalog = ? AND table_schema = ? AND table_name = ?",
-            ref.project,
-            ref.dataset,
-            ref.table,
-        )
-        return bool(rows)
-
-    async def create_table(self, ref: TableRef, schema: Schema, options: TableOptions | None = None) -> bool:
-        if await self.table_exists(ref):
-            return False
-        columns = ", ".join(_column_ddl(f) for f in schema)
-        await self._fetch(f"CREATE TABLE IF NOT EXISTS {self._table_sql(ref)} ({columns})")
-        return True
-
-    async def drop_table(self, ref: TableRef) -> None:
-        await self._fetch(f"DROP TABLE IF EXISTS {self._table_sql(ref)}")
-
-    async def dataset_columns(self, dataset: str) -> dict[str, list[str]]:
-        rows = await self._fetch(
-            "SELECT table_name, column_name FROM information_schema.columns "
-            "WHERE table_catalog = ? AND table_schema = ? ORDER BY table_name, ordinal_position",
-            self.project,
-            check_identifier("dataset", dataset),
-        )
-        columns: dict[str, list[str]] = {}
-        for table, column in rows:
-            columns.setdefault(table, []).append(column)
-        return columns
-
-    async def add_columns(self, ref: TableRef, fields: Sequence[SchemaField]) -> None:
-        for field in fields:
-            if field.mode == "REQUIRED":
-                raise TerminalWarehouseError(f"cannot add REQUIRED column {field.name!r} to an existing table")
-            await self._fetch(
-                f'ALTER TABLE {self._table_sql(ref)} ADD COLUMN IF NOT EXISTS "{field.name}" {field.duckdb_type()}'
-            )
-
-    async def load_ndjson(self, ref: TableRef, schema: Schema, path: Path, *, truncate: bool) -> int:
-        columns = "{" + ", ".join(f"'{f.name}': '{f.duckdb_type()}'" for f in schema) + "}"
-        escaped = str(path).replace("'", "''")
-
-        def load(cursor: duckdb.DuckDBPyConnection) -> int:
-            cursor.execute("BEGIN TRANSACTION")
-            try:
-                if truncate:
-                    cursor.execute(f"DELETE FROM {self._table_sql(ref)}")
-                cursor.execute(
-                    f"INSERT INTO {self._table_sql(ref)} SELECT * FROM read_json('{escaped}', "
-                    f"format = 'newline_delimited', columns = {columns}, timestampformat = '%Y-%m-%dT%H:%M:%S.%fZ')"
-                )
-                (count,) = cursor.fetchone() or (0,)
-                cursor.execute("COMMIT")
-            except BaseException:
-                cursor.execute("ROLLBACK")
-                raise
+        def build(cursor: duckdb.DuckDBPyConnection) -> int:
+            _run(cursor, create, params)
+            cursor.execute(f"COMMENT ON TABLE {self._table_sql(ref)} IS '{EXPIRES_COMMENT}{stamp}'")
+            (count,) = cursor.execute(f"SELECT COUNT(*) FROM {self._table_sql(ref)}").fetchone() or (0,)
             return int(count)
 
-        return await self._with_cursor(load)
-
-    async def table_options(self, ref: TableRef) -> TableOptions:
-        return TableOptions()
-
-
-def _column_ddl(field: SchemaField) -> str:
-    not_null = " NOT NULL" if field.mode == "REQUIRED" else ""
-    return f'"{field.name}" {field.duckdb_type()}{not_null}'
+        return await self._with_cursor(build)

@@ -75,10 +75,22 @@ def merge_sql(destination: TableRef, columns: Sequence[str], source_query: str, 
     )
 
 
-def measures_sql(relation: str, *, date_column: str, cost_column: str, credits_column: str, where: str = "") -> str:
-    """Per day: row_count, cost, credits of ``relation`` (a table reference or a parenthesized query)."""
-    d, c, k = quote_column(date_column), quote_column(cost_column), quote_column(credits_column)
+def measures_sql(
+    relation: str,
+    *,
+    date_column: str,
+    cost_column: str,
+    credits_column: str | None = None,
+    currency_column: str | None = None,
+    where: str = "",
+) -> str:
+    """Per day (and currency, when named): row_count, cost, credits (0 without a credits column) of
+    ``relation`` (a table reference or a parenthesized query)."""
+    d, c = quote_column(date_column), quote_column(cost_column)
+    credits = f"SUM(r.{quote_column(credits_column)})" if credits_column else "0"
+    currency = f"r.{quote_column(currency_column)}" if currency_column else "CAST(NULL AS STRING)"
+    group = f"r.{d}" + (f", {currency}" if currency_column else "")
     return (
-        f"SELECT r.{d} AS usage_date, COUNT(*) AS row_count, SUM(r.{c}) AS cost, SUM(r.{k}) AS credits "
-        f"FROM {relation} AS r {where} GROUP BY r.{d}"
+        f"SELECT r.{d} AS usage_date, {currency} AS currency, COUNT(*) AS row_count, SUM(r.{c}) AS cost, "
+        f"{credits} AS credits FROM {relation} AS r {where} GROUP BY {group}"
     )

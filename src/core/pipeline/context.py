@@ -31,7 +31,13 @@ class StepContext:
 
     @property
     def query_options(self) -> QueryOptions:
-        return QueryOptions(org_slug=self.run.org_slug, run_id=self.run.pipeline_logging_id)
+        """Tenant query options of this step; the jobs' statistics add up on the step's outcome."""
+        outcome = self.state.steps.get(self.step.step_id)
+        return QueryOptions(
+            org_slug=self.run.org_slug,
+            run_id=self.run.pipeline_logging_id,
+            stats=outcome.stats if outcome is not None else None,
+        )
 
     def render(self, text: str) -> str:
         """Replace ``{name}`` placeholders with variable values."""

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from src.core.engine.base import Warehouse
 from src.core.engine.repositories.orgs import OrgRepository
 from src.core.engine.repositories.runs import RunRepository
+from src.core.engine.sql import TableRef
 from src.core.errors import ServiceError
 from src.core.plans import Plans
 from src.core.security.kms import Encryptor
@@ -55,3 +56,6 @@ class StepServices(Protocol):
 
     async def onboarding_checks(self, variables: Mapping[str, Any]) -> CheckReport:
         """Every check onboarding needs to pass, without writing anything."""
+
+    async def move_renamed_table(self, old: TableRef, new: TableRef, *, day_column: str | None) -> bool:
+        """Move a table to its new name, keeping every row once; True if something was moved."""

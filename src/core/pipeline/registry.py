@@ -34,6 +34,10 @@ class ProcessorEngine(Protocol):
     async def execute(self, step_config: Any, context: Any) -> dict[str, Any]: ...
 
 
+# Optional on an engine: ``async estimate(step_config, context) -> list[dict]``: what the step would
+# read (dry-run statements: {statement, bytes_processed, rows}), for ``"dry_run": true`` requests.
+
+
 @dataclass(frozen=True, slots=True)
 class Processor:
     ps_type: str

@@ -19,6 +19,7 @@ from src.core.engine.repositories.keys import KeyRepository
 from src.core.engine.repositories.orgs import OrgRepository
 from src.core.engine.repositories.quotas import QuotaRepository
 from src.core.engine.repositories.runs import RunRepository
+from src.core.engine.sql import TableRef
 from src.core.metrics import Metrics
 from src.core.pipeline.loader import PipelineStore
 from src.core.pipeline.ports import CheckReport
@@ -87,6 +88,11 @@ class Services:
         from src.core.services.org_checks import check_onboarding
 
         return await check_onboarding(self, variables)
+
+    async def move_renamed_table(self, old: TableRef, new: TableRef, *, day_column: str | None) -> bool:
+        from src.core.services.table_renames import move_table
+
+        return await move_table(self.warehouse, old, new, day_column=day_column)
 
 
 def build_services(settings: Settings, *, metrics: Metrics | None = None) -> Services:

@@ -62,6 +62,10 @@ async def usage_report(services: Services, org_slug: str) -> dict[str, Any]:
     if usage is None:
         raise NotFoundError(f"organization {org_slug!r} not found", code="org_not_found")
     running = await services.runs.count_active(org_slug)
+    month_start = datetime(today.year, today.month, 1, tzinfo=UTC)
+    warehouse = await services.runs.warehouse_usage(org_slug, month_start)
+    billed = warehouse.get("bytes_billed")
+    price = services.settings.bigquery_price_per_tib_usd
     return {
         "org_slug": org_slug,
         "today": {
@@ -79,4 +83,18 @@ async def usage_report(services: Services, org_slug: str) -> dict[str, Any]:
             "resets_at": _iso(_next_month(today)),
         },
         "concurrent": {"running": running, "slots_in_use": usage.concurrent_runs, "limit": usage.concurrent_limit},
+        "warehouse": {
+            "month": today.strftime("%Y-%m"),
+            "runs": int(warehouse.get("runs") or 0),
+            "bytes_processed": _int_or_none(warehouse.get("bytes_processed")),
+            "bytes_billed": _int_or_none(billed),
+            "slot_ms": _int_or_none(warehouse.get("slot_ms")),
+            "price_per_tib_usd": price,
+            # On-demand analysis pricing: bytes billed x the price per TiB (2^40 bytes).
+            "estimated_cost_usd": round(int(billed) / 2**40 * price, 6) if billed is not None else None,
+        },
     }
+
+
+def _int_or_none(value: Any) -> int | None:
+    return int(value) if value is not None else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from src.core.engine.repositories.quotas import QuotaRepository
 from src.core.engine.repositories.runs import RunRepository
 from src.core.pipeline.models import StepSpec
-from src.core.run_types import RunInfo, RunState, StepOutcome
+from src.core.run_types import JobStats, RunInfo, RunState, StepOutcome
 
 
 async def end_run(
@@ -19,6 +19,7 @@ async def end_run(
     failed_step: str | None = None,
     rows_processed: int = 0,
     from_states: tuple[str, ...] = ("RUNNING",),
+    stats: JobStats | None = None,
 ) -> bool:
     """The run's concurrent slot back, then its final state (both guarded), so that whoever sees
     the run ended can start the next one. The slot is claimed on the run row first, so it is given
@@ -37,6 +38,7 @@ async def end_run(
         failed_step=failed_step,
         rows_processed=rows_processed,
         from_states=from_states,
+        stats=stats,
     )
     return ended
 
@@ -62,6 +64,7 @@ class CentralRunRecorder:
             error=state.error,
             failed_step=state.failed_step,
             rows_processed=state.rows_processed,
+            stats=state.stats,
         )
 
     async def step_started(self, run: RunInfo, step: StepSpec, index: int, outcome: StepOutcome) -> str:

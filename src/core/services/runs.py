@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from src.core.engine.repositories.runs import NewRun
 from src.core.errors import ConflictError, NotFoundError, PermissionDeniedError, ValidationFailedError
 from src.core.pipeline.loader import LoadedPipeline
-from src.core.pipeline.variables import build_variables, resolve_window
+from src.core.pipeline.variables import Window, build_variables, resolve_window
 from src.core.placeholders import placeholders
 from src.core.run_types import RunInfo
 from src.core.services.billing_source import require_owned_source
@@ -68,28 +68,7 @@ class RunService:
     ) -> dict[str, Any]:
         s = self._s
         org_slug = caller.org_slug
-        window = resolve_window(
-            pipeline.spec, params, max_days=s.settings.max_run_window_days, today=datetime.now(UTC).date()
-        )
-        profile = await get_org(s, org_slug)
-        if profile["status"] != "ACTIVE":
-            raise PermissionDeniedError(
-                f"organization {org_slug!r} is suspended; its pipelines cannot run", code="org_suspended"
-            )
-        run_id = str(uuid.uuid4())
-        trigger = trigger_by or caller.trigger_by
-        builtins = {
-            "org_slug": org_slug,
-            "org_dataset": s.settings.org_dataset(org_slug),
-            "project_id": s.settings.gcp_project_id,
-            "environment": s.settings.environment,
-            "pipeline_logging_id": run_id,
-            "trigger_by": trigger,
-            "central_dataset": s.catalog.dataset.name,
-            "dataset_suffix": s.settings.dataset_suffix,
-            "billing_export_table": await self._billing_table(pipeline, org_slug, profile),
-        }
-        pipeline_id, variables = build_variables(pipeline.spec, builtins=builtins, params=params, window=window)
+        run_id, trigger, window, pipeline_id, variables = await self.prepare(pipeline, caller, params, trigger_by)
         accepted = {k: variables[k] for k in (*pipeline.spec.parameters, "start_date", "end_date") if k in variables}
         today = datetime.now(UTC).date()
         new_run = NewRun(
@@ -122,6 +101,37 @@ class RunService:
         self._tasks[run_id] = task
         task.add_done_callback(lambda _t: self._tasks.pop(run_id, None))
         return {"pipeline_logging_id": run_id, "pipeline_id": pipeline_id, "status": "PENDING"}
+
+    async def prepare(
+        self, pipeline: LoadedPipeline, caller: Caller, params: dict[str, Any], trigger_by: str | None = None
+    ) -> tuple[str, str, Window | None, str, dict[str, Any]]:
+        """Everything a run needs before admission, checked: (run id, trigger, window, resolved
+        pipeline id, variables). 422 for bad parameters, 404 unknown org, 403 suspended."""
+        s = self._s
+        org_slug = caller.org_slug
+        window = resolve_window(
+            pipeline.spec, params, max_days=s.settings.max_run_window_days, today=datetime.now(UTC).date()
+        )
+        profile = await get_org(s, org_slug)
+        if profile["status"] != "ACTIVE":
+            raise PermissionDeniedError(
+                f"organization {org_slug!r} is suspended; its pipelines cannot run", code="org_suspended"
+            )
+        run_id = str(uuid.uuid4())
+        trigger = trigger_by or caller.trigger_by
+        builtins = {
+            "org_slug": org_slug,
+            "org_dataset": s.settings.org_dataset(org_slug),
+            "project_id": s.settings.gcp_project_id,
+            "environment": s.settings.environment,
+            "pipeline_logging_id": run_id,
+            "trigger_by": trigger,
+            "central_dataset": s.catalog.dataset.name,
+            "dataset_suffix": s.settings.dataset_suffix,
+            "billing_export_table": await self._billing_table(pipeline, org_slug, profile),
+        }
+        pipeline_id, variables = build_variables(pipeline.spec, builtins=builtins, params=params, window=window)
+        return run_id, trigger, window, pipeline_id, variables
 
     async def _admit(self, new_run: NewRun, today: date) -> None:
         """409 (overlapping run) before 429 (quota); a refused run consumes nothing."""
@@ -252,6 +262,10 @@ class RunService:
         # sits between its slot reservation and its run row, and a recount then would free its slot.
         quiet = 0.0 if at_start and s.warehouse.capabilities.single_process else s.settings.run_lease_seconds
         await s.quotas.resync_concurrent(quiet_seconds=quiet)
+        # Staging tables of runs that died stay no longer than their expiry (where the warehouse
+        # does not expire tables itself).
+        if await s.warehouse.drop_expired_tables():
+            log.info("dropped expired staging tables")
         return recovered
 
     def start_heartbeat(self) -> None:

@@ -12,6 +12,7 @@ from src.core.pipeline.executor import NullRecorder
 from src.core.pipeline.variables import build_variables
 from src.core.run_types import RunInfo
 from src.core.services.org_checks import missing_central_tables
+from src.core.services.table_renames import move_renamed_tables
 
 if TYPE_CHECKING:
     from src.core.services.container import Services
@@ -59,7 +60,7 @@ class SetupService:
         self, *, force_recreate_dataset: bool, force_recreate_tables: bool, sync: bool = False
     ) -> dict[str, Any]:
         self._s.bootstrapped = False  # re-checked after this (force flags drop tables)
-        return await self._run(
+        result = await self._run(
             BOOTSTRAP,
             org_slug=None,
             params={
@@ -69,6 +70,22 @@ class SetupService:
             },
             extra={},
         )
+        if sync:
+            result["tables_moved"] = await self._move_renamed_tables()
+        return result
+
+    async def _move_renamed_tables(self) -> list[dict[str, str]]:
+        """Org tables that changed name move to their new name (services/table_renames.py)."""
+        moved: list[dict[str, str]] = []
+        offset, page = 0, 500
+        while True:
+            orgs = await self._s.orgs.list_orgs(status=None, limit=page, offset=offset)
+            for org in orgs:
+                dataset = str(org.get("org_dataset") or self._s.settings.org_dataset(org["org_slug"]))
+                moved += await move_renamed_tables(self._s, org["org_slug"], dataset)
+            if len(orgs) < page:
+                return moved
+            offset += page
 
     async def status(self) -> dict[str, Any]:
         """Missing tables and missing columns of the central dataset (read-only)."""

@@ -19,6 +19,21 @@ def export_schema(configs_dir: Path) -> Schema:
     return load_schema_file(configs_dir / EXPORT_SCHEMA_FILE, root=configs_dir)
 
 
+INGESTION_DAY = SchemaField(name="_PARTITIONTIME", type="TIMESTAMP", description="Ingestion day (demo data).")
+
+
+async def add_ingestion_day(wh: Warehouse, ref: TableRef) -> None:
+    """Where the warehouse has no ``_PARTITIONTIME`` pseudo-column (DuckDB), a table that stands
+    for Google's ingestion-time partitioned export gets a real one: the UTC day each row was
+    exported, so the partition filter of the config SQL means the same thing on both backends."""
+    if wh.capabilities.partition_pseudo_columns:
+        return
+    await wh.add_columns(ref, [INGESTION_DAY])
+    await wh.execute(
+        f"UPDATE {ref.sql} SET _PARTITIONTIME = TIMESTAMP_TRUNC(export_time, DAY) WHERE _PARTITIONTIME IS NULL"
+    )
+
+
 def _select_expr(field: SchemaField, path: str, depth: int) -> str:
     """An expression that only binds if ``field`` (and all its nested fields) exist at ``path``."""
     if field.type != "RECORD":
@@ -41,14 +56,18 @@ class BillingExportRepository:
     def __init__(self, warehouse: Warehouse) -> None:
         self._wh = warehouse
 
+    def _expected(self, schema: Schema) -> Schema:
+        """The export's columns, plus the ingestion day where it is a real column (DuckDB)."""
+        return schema if self._wh.capabilities.partition_pseudo_columns else (*schema, INGESTION_DAY)
+
     async def check_shape(self, table: TableRef, schema: Schema) -> None:
         """Raises a WarehouseError if a column or nested field of ``schema`` is missing."""
-        await self._wh.check_query(shape_probe_sql(table, schema))
+        await self._wh.check_query(shape_probe_sql(table, self._expected(schema)))
 
     async def misfit_columns(self, table: TableRef, schema: Schema) -> list[str]:
         """Top-level columns that are missing or lack a nested field (one probe per column)."""
         misfits = []
-        for field in schema:
+        for field in self._expected(schema):
             try:
                 await self._wh.check_query(shape_probe_sql(table, (field,)))
             except TerminalWarehouseError:

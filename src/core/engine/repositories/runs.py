@@ -18,7 +18,7 @@ from typing import Any
 from src.core.engine.base import RetryPolicy, TypedParam, Warehouse, with_retries
 from src.core.engine.catalog import CentralCatalog
 from src.core.engine.rows import insert_statement, typed_params
-from src.core.run_types import RunInfo, StepOutcome, StepRef
+from src.core.run_types import JobStats, RunInfo, StepOutcome, StepRef
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,9 +144,14 @@ class RunRepository:
         failed_step: str | None,
         rows_processed: int,
         from_states: tuple[str, ...] = ("RUNNING",),
+        stats: JobStats | None = None,
     ) -> bool:
         """Final state, guarded: only from an active state. True if this call ended the run."""
+        stats = stats or JobStats()
         params = {
+            "bytes_processed": TypedParam("INT64", stats.bytes_processed),
+            "bytes_billed": TypedParam("INT64", stats.bytes_billed),
+            "slot_ms": TypedParam("INT64", stats.slot_ms),
             "id": pipeline_logging_id,
             "org_slug": org_slug,
             "status": status,
@@ -159,7 +164,8 @@ class RunRepository:
             UPDATE {self._runs}
             SET status = @status, completed_at = CURRENT_TIMESTAMP(),
                 duration_ms = TIMESTAMP_DIFF(CURRENT_TIMESTAMP(), IFNULL(started_at, created_at), MILLISECOND),
-                error_message = @error, failed_step = @failed_step, rows_processed = @rows
+                error_message = @error, failed_step = @failed_step, rows_processed = @rows,
+                bytes_processed = @bytes_processed, bytes_billed = @bytes_billed, slot_ms = @slot_ms
             WHERE pipeline_logging_id = @id AND org_slug = @org_slug AND status IN UNNEST(@from_states)
         """
 
@@ -186,6 +192,20 @@ class RunRepository:
             },
         )
         return str(rows[0]["pipeline_logging_id"]) if rows else None
+
+    async def warehouse_usage(self, org_slug: str, since: datetime) -> dict[str, Any]:
+        """Bytes processed and billed and slot milliseconds of the org's runs created since
+        ``since`` (NULL sums where no run reported any: DuckDB)."""
+        rows = await self._wh.query(
+            f"""
+            SELECT COUNT(*) AS runs, SUM(bytes_processed) AS bytes_processed, SUM(bytes_billed) AS bytes_billed,
+                   SUM(slot_ms) AS slot_ms
+            FROM {self._runs}
+            WHERE org_slug = @org_slug AND created_at >= @since
+            """,
+            {"org_slug": org_slug, "since": TypedParam("TIMESTAMP", since)},
+        )
+        return rows[0] if rows else {"runs": 0, "bytes_processed": None, "bytes_billed": None, "slot_ms": None}
 
     async def count_active(self, org_slug: str) -> int:
         rows = await self._wh.query(
@@ -246,7 +266,7 @@ class RunRepository:
         return await self._wh.query(
             f"""
             SELECT step_id, step_name, ps_type, step_index, status, attempts, started_at, completed_at,
-                   duration_ms, rows_processed, error_message, result
+                   duration_ms, rows_processed, bytes_processed, bytes_billed, slot_ms, error_message, result
             FROM {self._steps}
             WHERE pipeline_logging_id = @id AND org_slug = @org_slug
             ORDER BY step_index, created_at
@@ -257,11 +277,11 @@ class RunRepository:
     async def dq_results(self, pipeline_logging_id: str, org_slug: str) -> list[dict[str, Any]]:
         return await self._wh.query(
             f"""
-            SELECT step_id, check_name, target_table, usage_date, source_rows, dest_rows, source_cost, dest_cost,
-                   source_credits, dest_credits, passed, message, checked_at
+            SELECT step_id, check_name, target_table, usage_date, currency, source_rows, dest_rows, source_cost,
+                   dest_cost, source_credits, dest_credits, passed, message, checked_at
             FROM {self._dq_ref.sql}
             WHERE pipeline_logging_id = @id AND org_slug = @org_slug
-            ORDER BY usage_date, check_name
+            ORDER BY usage_date, currency, check_name
             """,
             {"id": pipeline_logging_id, "org_slug": org_slug},
         )
@@ -334,7 +354,8 @@ class RunRepository:
             f"""
             UPDATE {self._steps}
             SET status = @status, attempts = @attempts, completed_at = @completed_at, duration_ms = @duration,
-                rows_processed = @rows, error_message = @error, result = @result
+                rows_processed = @rows, error_message = @error, result = @result,
+                bytes_processed = @bytes_processed, bytes_billed = @bytes_billed, slot_ms = @slot_ms
             WHERE step_logging_id = @id AND org_slug = @org_slug AND status = 'RUNNING'
             """,
             {
@@ -347,6 +368,9 @@ class RunRepository:
                 "rows": TypedParam("INT64", outcome.rows_processed),
                 "error": TypedParam("STRING", outcome.error[:4000] if outcome.error else None),
                 "result": TypedParam("STRING", _json(outcome.result) if outcome.result else None),
+                "bytes_processed": TypedParam("INT64", outcome.stats.bytes_processed),
+                "bytes_billed": TypedParam("INT64", outcome.stats.bytes_billed),
+                "slot_ms": TypedParam("INT64", outcome.stats.slot_ms),
             },
         )
 

@@ -2,32 +2,44 @@
 
 The destination is created from a schema template (``configs/gcp/bq_etl/schema_template.json``)
 with the step's ``table_config`` (partitioning, clustering, labels); columns added to the template
-later are added to existing tables. With ``reconcile``, the destination is checked per day (rows,
-SUM(cost), SUM(credits)) against the source's totals. A mismatch never becomes visible: where the
-backend can check before the commit (DuckDB), a failed check rolls the write back; elsewhere
-(BigQuery) the load's own output is checked before anything is written, and the destination again
-right after the atomic write. Check results go to ``org_meta_dq_results`` either way.
+later are added to existing tables, and a table listed in ``renamed_from`` is moved to the new name
+first (its rows kept). With ``snapshot``, the source is read once, at the start of the step, and
+every later read of the step (``{snapshot}`` in the queries) uses that one snapshot: where the
+warehouse reads and writes in one transaction over one snapshot (DuckDB), the snapshot is that
+transaction (a copy would double the cost of a load); elsewhere (BigQuery) it is a staging table in
+the destination's dataset, named by run and step, that expires by itself and is dropped when the
+step ends. With ``reconcile``, the destination is checked per day (and currency) — rows, SUM(cost),
+SUM(credits) — against the source's totals. A mismatch never becomes visible: where the backend can
+check before the commit (DuckDB), a failed check rolls the write back; elsewhere (BigQuery) the
+load's own output is checked before anything is written, and the destination again right after the
+atomic write. Check results go to ``org_meta_dq_results`` either way.
 """
 
 from __future__ import annotations
 
 import json
-import secrets
-from datetime import UTC, date, datetime, timedelta
+import logging
+import re
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from src.core.engine.base import Row
-from src.core.engine.loads import append_sql, measures_sql, merge_sql, window_condition
+from src.core.engine.base import Row, Warehouse
+from src.core.engine.loads import append_sql, merge_sql, window_condition
 from src.core.engine.schema import Schema, TableOptions, parse_schema, validate_options
-from src.core.engine.sql import TableRef, quote_column
-from src.core.errors import ConfigError, StepFailedError
+from src.core.engine.sql import TableRef
+from src.core.errors import ConfigError, WarehouseError
 from src.core.pipeline.context import StepContext
+from src.core.processors import reconcile as rec
+from src.core.processors.reconcile import Reconcile
 
 TEMPLATES_FILE = Path("gcp/bq_etl/schema_template.json")
+TEMPLATE_VARIABLES = frozenset({"snapshot"})
+_SNAPSHOT = re.compile(r"\{snapshot\}")
+log = logging.getLogger(__name__)
 
 
 class _Strict(BaseModel):
@@ -38,6 +50,14 @@ class Source(_Strict):
     query: str = Field(min_length=1)
 
 
+class Snapshot(_Strict):
+    """The source's rows as the step starts (``{snapshot}`` in ``source.query`` and
+    ``reconcile.source_query``): read once, whatever lands in the source meanwhile."""
+
+    query: str = Field(min_length=1)
+    expiration_hours: float = Field(24, gt=0, le=168, description="Lifetime of a staging copy (BigQuery).")
+
+
 class Destination(_Strict):
     dataset: str
     table: str
@@ -46,6 +66,7 @@ class Destination(_Strict):
     partition_column: str | None = None
     merge_keys: tuple[str, ...] = ()
     table_config: TableOptions = TableOptions()
+    renamed_from: tuple[str, ...] = Field((), description="Earlier names of the table: moved to this one.")
 
     @model_validator(mode="after")
     def _mode_needs(self) -> Destination:
@@ -56,21 +77,23 @@ class Destination(_Strict):
         return self
 
 
-class Reconcile(_Strict):
-    """``source_query`` returns (usage_date, row_count, cost, credits) per day of the source; the
-    load's output and the destination are measured on the named columns and must agree."""
-
-    source_query: str
-    date_column: str
-    cost_column: str
-    credits_column: str
-    tolerance: float = Field(1e-6, ge=0, le=0.005)
-
-
 class Config(_Strict):
+    snapshot: Snapshot | None = None
     source: Source
     destination: Destination
     reconcile: Reconcile | None = None
+
+    @model_validator(mode="after")
+    def _snapshot_used(self) -> Config:
+        texts = [self.source.query, self.reconcile.source_query if self.reconcile else ""]
+        uses = any(_SNAPSHOT.search(text) for text in texts)
+        if uses and self.snapshot is None:
+            raise ValueError("{snapshot} is used but the step has no snapshot")
+        if self.snapshot is not None and not uses:
+            raise ValueError("snapshot is set but no query reads {snapshot}")
+        if self.snapshot is not None and _SNAPSHOT.search(self.snapshot.query):
+            raise ValueError("the snapshot query cannot read {snapshot}")
+        return self
 
 
 @lru_cache(maxsize=4)
@@ -104,26 +127,47 @@ class BqEtlProcessor:
         wh = await s.warehouse_for(context.run.org_slug)  # the org's own account, if it stored one
         dest_cfg = step_config.destination
         schema = schema_templates(s.settings.configs_dir)[dest_cfg.schema_template]
-        columns = [f.name for f in schema]
         destination = TableRef(wh.project, context.render_sql(dest_cfg.dataset), context.render_sql(dest_cfg.table))
         options = dest_cfg.table_config.model_copy(
             update={"labels": {k: context.render(v) for k, v in dest_cfg.table_config.labels.items()}}
         )
-        await self._ensure_table(context, destination, schema, options)
-        query = context.render_sql(step_config.source.query)
+        await _ensure_table(context, destination, schema, options, dest_cfg)
+        staging: TableRef | None = None
+        relation = ""
+        if step_config.snapshot is not None:
+            staging, relation = await _take_snapshot(context, wh, step_config.snapshot, destination.dataset)
+        try:
+            return await self._load(context, wh, step_config, destination, [f.name for f in schema], relation)
+        finally:
+            if staging is not None:
+                await _drop_staging(wh, staging)
+
+    async def _load(
+        self,
+        context: StepContext,
+        wh: Warehouse,
+        step_config: Config,
+        destination: TableRef,
+        columns: list[str],
+        snapshot: str,
+    ) -> dict[str, Any]:
+        dest_cfg = step_config.destination
+        query = _render(context, step_config.source.query, snapshot)
         params: dict[str, Any] = context.query_params()
         opts = context.query_options
         reconcile = step_config.reconcile
         mode = dest_cfg.write_mode
         replacing = mode in ("overwrite", "overwrite_partition")
+        in_transaction = replacing and wh.capabilities.checks_before_commit
+        source_sql = _render(context, reconcile.source_query, snapshot) if reconcile else None
         source_totals: list[Row] = []
-        if reconcile is not None:
-            source_totals = await wh.query(context.render_sql(reconcile.source_query), params, options=opts)
-            if not (replacing and wh.capabilities.checks_before_commit):
-                # No check before commit here: the load's own output must match the source before
-                # anything is written (a lossy query fails and leaves the table untouched).
-                output = await self._measure(context, reconcile, f"({query})")
-                await self._record(context, reconcile, source_totals, output, "reconcile_query_output", destination)
+        if reconcile is not None and source_sql is not None and not in_transaction:
+            source_totals = await wh.query(source_sql, params, options=opts)
+            # No check before commit here: the load's own output must match the source before
+            # anything is written (a lossy query fails and leaves the table untouched).
+            output = await wh.query(reconcile.measure_sql(f"({query})"), params, options=opts)
+            pre = _compare(context, reconcile, source_totals, output, destination, "reconcile_query_output")
+            await rec.record(context, pre, stage="reconcile_query_output")
 
         window = dest_cfg.partition_column if mode == "overwrite_partition" else None
         committed = True
@@ -133,165 +177,100 @@ class BqEtlProcessor:
         elif mode == "merge":
             loaded = await wh.execute(merge_sql(destination, columns, query, dest_cfg.merge_keys), params, options=opts)
         else:
-            where = window_condition(window) if window else "TRUE"
-            check_sql = self._measure_sql(reconcile, destination.sql, window) if reconcile else None
+            tolerance = reconcile.tolerance if reconcile else 0.0
             result = await wh.replace_rows(
                 destination,
                 columns,
                 query,
-                replace_where=where,
+                replace_where=window_condition(window) if window else "TRUE",
                 params=params,
                 options=opts,
-                check_sql=check_sql,
-                check=(
-                    (
-                        lambda rows: all(
-                            c["passed"] for c in _checks(source_totals, rows, context, "", "", reconcile.tolerance)
-                        )
-                    )
-                    if reconcile
-                    else None
-                ),
+                # Where the write has its own transaction, the source totals are read inside it:
+                # the same snapshot as the rows written.
+                source_sql=source_sql if in_transaction else None,
+                check_sql=reconcile.measure_sql(destination.sql, window) if reconcile else None,
+                check=(lambda src, dst: rec.passes(src, dst, context, tolerance)) if reconcile else None,
             )
             loaded, committed, dest_rows = result.inserted, result.committed, result.check_rows
+            if in_transaction:
+                source_totals = result.source_rows
 
         checks: list[dict[str, Any]] = []
         if reconcile is not None:
             # The destination must match the source, day by day (checked before the commit where
             # the backend can, else right after the write).
             if not replacing:
-                dest_rows = await self._measure(context, reconcile, destination.sql, window)
-            checks = await self._record(
-                context, reconcile, source_totals, dest_rows, "reconcile_source", destination, committed=committed
-            )
+                dest_rows = await wh.query(reconcile.measure_sql(destination.sql, window), params, options=opts)
+            checks = _compare(context, reconcile, source_totals, dest_rows, destination, "reconcile_source")
+            await rec.record(context, checks, stage="after_write" if committed else "rolled_back")
         return {
             "status": "COMPLETED",
             "rows_processed": loaded,
             "destination": str(destination),
             "write_mode": mode,
-            "reconciled_days": len(checks),
+            "snapshot": "staging table" if snapshot.startswith("`") else ("transaction" if snapshot else None),
+            "reconciled_days": len({c["usage_date"] for c in checks}),
             "source_cost": round(sum(c["source_cost"] for c in checks), 6) if checks else None,
             "source_credits": round(sum(c["source_credits"] for c in checks), 6) if checks else None,
         }
 
-    @staticmethod
-    def _measure_sql(reconcile: Reconcile, relation: str, window_column: str | None = None) -> str:
-        where = ""
-        if window_column:
-            where = f"WHERE r.{quote_column(window_column)} BETWEEN @start_date AND @end_date"
-        return measures_sql(
-            relation,
-            date_column=reconcile.date_column,
-            cost_column=reconcile.cost_column,
-            credits_column=reconcile.credits_column,
-            where=where,
-        )
-
-    async def _measure(
-        self, context: StepContext, reconcile: Reconcile, relation: str, window_column: str | None = None
-    ) -> list[Row]:
-        sql = self._measure_sql(reconcile, relation, window_column)
-        wh = await context.services.warehouse_for(context.run.org_slug)  # reads the export too
-        return await wh.query(sql, context.query_params(), options=context.query_options)
-
-    @staticmethod
-    async def _record(
-        context: StepContext,
-        reconcile: Reconcile,
-        source_totals: list[Row],
-        measured: list[Row],
-        check_name: str,
-        destination: TableRef,
-        *,
-        committed: bool = True,
-    ) -> list[dict[str, Any]]:
-        """Compare per-day measures with the source's totals, record DQ rows, fail on any difference."""
-        checks = _checks(source_totals, measured, context, str(destination), check_name, reconcile.tolerance)
-        await context.services.runs.insert_dq_results(checks)
-        failed = [c for c in checks if not c["passed"]]
-        if failed:
-            if check_name == "reconcile_query_output":
-                stage = "before writing (nothing was written)"
-            elif not committed:
-                stage = "before commit (the write was rolled back)"
-            else:
-                stage = "after writing"
-            raise StepFailedError(
-                f"reconciliation failed {stage} for {len(failed)} day(s): "
-                + "; ".join(f"{c['usage_date']}: {c['message']}" for c in failed[:5]),
-                code="reconciliation_failed",
-                retryable=False,
-            )
-        return checks
-
-    @staticmethod
-    async def _ensure_table(context: StepContext, ref: TableRef, schema: Schema, options: TableOptions) -> None:
-        wh = context.services.warehouse
-        await wh.create_dataset(ref.dataset, labels={"org": context.run.org_slug or "", "managed-by": "convergence"})
-        if await wh.create_table(ref, schema, options):
-            return
-        present = {c.lower() for c in await wh.table_columns(ref)}
-        missing = [f for f in schema if f.name.lower() not in present and f.mode != "REQUIRED"]
-        if missing:
-            await wh.add_columns(ref, missing)
+    async def estimate(self, step_config: Config, context: StepContext) -> list[dict[str, Any]]:
+        """What the step's read of its source costs (dry run): the snapshot's query where there is
+        one (every later read is of the snapshot), else the source query."""
+        wh = await context.services.warehouse_for(context.run.org_slug)
+        sql = context.render_sql(step_config.snapshot.query if step_config.snapshot else step_config.source.query)
+        found = await wh.estimate(sql, context.query_params(), options=context.query_options)
+        what = "snapshot of the source" if step_config.snapshot else "source query"
+        return [{"statement": what, "bytes_processed": found.bytes_processed, "rows": found.rows}]
 
 
-def _window_days(context: StepContext) -> list[date]:
-    start, end = context.variables.get("start_date"), context.variables.get("end_date")
-    if not isinstance(start, date) or not isinstance(end, date):
-        return []
-    return [start + timedelta(days=i) for i in range((end - start).days + 1)]
-
-
-def _close(a: float, b: float, tolerance: float) -> bool:
-    """Equal within ``tolerance`` (absolute, default a millionth of a currency unit), widened for
-    very large sums by FLOAT64's own summation error (about 1e-9 of the total): the same rows
-    summed in another order must not fail a load."""
-    return abs(a - b) <= max(tolerance, 1e-9 * max(abs(a), abs(b)))
-
-
-def _checks(
-    source: list[Row], measured: list[Row], context: StepContext, target: str, check_name: str, tolerance: float
+def _compare(
+    context: StepContext, reconcile: Reconcile, source: list[Row], measured: list[Row], target: TableRef, name: str
 ) -> list[dict[str, Any]]:
-    """DQ rows: one per day of the window (a day without data on either side passes as 0 = 0)."""
-    by_day_src = {r["usage_date"]: r for r in source}
-    by_day_dst = {r["usage_date"]: r for r in measured}
-    days = sorted(set(_window_days(context)) | set(by_day_src) | set(by_day_dst))
-    now = datetime.now(UTC)
-    checks = []
-    for day in days:
-        src, dst = by_day_src.get(day, {}), by_day_dst.get(day, {})
-        s_rows, d_rows = int(src.get("row_count") or 0), int(dst.get("row_count") or 0)
-        s_cost, d_cost = float(src.get("cost") or 0), float(dst.get("cost") or 0)
-        s_cred, d_cred = float(src.get("credits") or 0), float(dst.get("credits") or 0)
-        problems = []
-        if s_rows != d_rows:
-            problems.append(f"rows {d_rows} != source {s_rows}")
-        if not _close(s_cost, d_cost, tolerance):
-            problems.append(f"cost {d_cost:.6f} != source {s_cost:.6f}")
-        if not _close(s_cred, d_cred, tolerance):
-            problems.append(f"credits {d_cred:.6f} != source {s_cred:.6f}")
-        checks.append(
-            {
-                "dq_result_id": f"dq_{secrets.token_hex(8)}",
-                "pipeline_logging_id": context.run.pipeline_logging_id,
-                "org_slug": context.run.org_slug or "",
-                "step_id": context.step.step_id,
-                "check_name": check_name,
-                "target_table": target,
-                "usage_date": day,
-                "source_rows": s_rows,
-                "dest_rows": d_rows,
-                "source_cost": round(s_cost, 6),
-                "dest_cost": round(d_cost, 6),
-                "source_credits": round(s_cred, 6),
-                "dest_credits": round(d_cred, 6),
-                "passed": not problems,
-                "message": "; ".join(problems) if problems else "rows, cost and credits match the source",
-                "checked_at": now,
-            }
-        )
-    return checks
+    return rec.compare(source, measured, context, target=str(target), check_name=name, tolerance=reconcile.tolerance)
+
+
+def _render(context: StepContext, sql: str, snapshot: str) -> str:
+    """``{snapshot}`` is the processor's own (a staging table or a subquery); the rest is rendered
+    from the run's variables."""
+    return context.render_sql(sql.replace("{snapshot}", "__snapshot__")).replace("__snapshot__", snapshot)
+
+
+async def _take_snapshot(
+    context: StepContext, wh: Warehouse, snapshot: Snapshot, dataset: str
+) -> tuple[TableRef | None, str]:
+    """(staging table or None, the SQL text that stands for the snapshot in the step's queries)."""
+    query = context.render_sql(snapshot.query)
+    if wh.capabilities.snapshot_in_transaction:
+        return None, f"({query})"
+    tag = context.run.pipeline_logging_id.replace("-", "")
+    staging = TableRef(wh.project, dataset, f"_snapshot_{tag}_{context.step.step_id}")
+    expires = datetime.now(UTC) + timedelta(hours=snapshot.expiration_hours)
+    await wh.create_table_as(staging, query, context.query_params(), options=context.query_options, expires_at=expires)
+    return staging, staging.sql
+
+
+async def _drop_staging(wh: Warehouse, staging: TableRef) -> None:
+    try:
+        await wh.drop_table(staging)
+    except WarehouseError as exc:  # it expires by itself
+        log.warning("could not drop a staging table", extra={"table": str(staging), "error": exc.message})
+
+
+async def _ensure_table(
+    context: StepContext, ref: TableRef, schema: Schema, options: TableOptions, dest_cfg: Destination
+) -> None:
+    wh = context.services.warehouse
+    await wh.create_dataset(ref.dataset, labels={"org": context.run.org_slug or "", "managed-by": "convergence"})
+    for old_name in dest_cfg.renamed_from:
+        old = TableRef(ref.project, ref.dataset, old_name)
+        await context.services.move_renamed_table(old, ref, day_column=dest_cfg.partition_column)
+    if await wh.create_table(ref, schema, options):
+        return
+    present = {c.lower() for c in await wh.table_columns(ref)}
+    missing = [f for f in schema if f.name.lower() not in present and f.mode != "REQUIRED"]
+    if missing:
+        await wh.add_columns(ref, missing)
 
 
 def get_engine() -> BqEtlProcessor:
