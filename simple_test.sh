@@ -52,14 +52,18 @@ local_tests() {
 
 check() { # method path expected-status [body]
   local code
-  code=$(curl -sS -o /tmp/convergence-smoke.json -w '%{http_code}' -X "$1" "$SERVICE_URL$2" \
-    -H "X-Admin-Key: $ADMIN_API_KEY" -H 'Content-Type: application/json' ${4:+-d "$4"})
+  # The admin key goes to curl in a 0600 header file (-H @file), never on its command line.
+  code=$(curl -sS -o "$SMOKE_DIR/answer.json" -w '%{http_code}' -X "$1" "$SERVICE_URL$2" \
+    -H "@$SMOKE_DIR/headers" -H 'Content-Type: application/json' ${4:+-d "$4"})
   echo "$1 $2 -> $code"
-  [ "$code" = "$3" ] || { cat /tmp/convergence-smoke.json; exit 1; }
+  [ "$code" = "$3" ] || { cat "$SMOKE_DIR/answer.json"; exit 1; }
 }
 
 smoke() {
   : "${SERVICE_URL:?set SERVICE_URL (the Cloud Run URL)}" "${ADMIN_API_KEY:?set ADMIN_API_KEY}"
+  SMOKE_DIR=$(umask 077 && mktemp -d)
+  trap 'rm -rf "$SMOKE_DIR"' EXIT
+  printf 'X-Admin-Key: %s\n' "$ADMIN_API_KEY" >"$SMOKE_DIR/headers"
   check GET /health 200
   check GET /health/ready 200
   check GET /api/v1/admin/bootstrap/status 200
