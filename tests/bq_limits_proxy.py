@@ -6,6 +6,7 @@ and the emulator's REST endpoint. It forwards every request unchanged (method, p
 headers, body; a ``Location`` header that points at the emulator, as resumable uploads answer, is
 rewritten to point at the proxy) and, for query jobs, parses the SQL (sqlglot, BigQuery dialect; a
 script counts statement by statement) to hold each statement to the limits below, per target table.
+Query jobs are answered asynchronously, as BigQuery answers them (see "How query jobs are answered").
 
 Run it: ``python -m tests.bq_limits_proxy --upstream http://127.0.0.1:EMU --port N [--latency S]``
 (from the repository root), or from a test with :class:`BigQueryLimitsProxy`. Control API on the
@@ -65,9 +66,62 @@ Error bodies have Google's JSON shape ``{"error": {"code", "message", "errors": 
 A statement holds its table slot from admission until the emulator answered, plus ``latency``
 seconds slept before forwarding (real DML takes about a second, the emulator milliseconds; with
 ``hold`` on, admitted statements also wait until it is switched off, so a test can line up a burst
-whatever the machine's speed). Queued statements wait inside the proxy: jobs.insert answers when the
-statement ran, where BigQuery would answer at once with a PENDING job (the client then polls; the
-end result is the same).
+whatever the machine's speed).
+
+How query jobs are answered
+---------------------------
+BigQuery's jobs.insert "starts a new asynchronous job": it answers at once with the job PENDING or
+RUNNING, and the client polls until the job is DONE (google-cloud-bigquery's ``QueryJob.result()``
+alternates jobs.get and jobs.getQueryResults, which waits up to ``timeoutMs``; "By default, this limit
+is 10 seconds ... If the query has not yet completed, jobComplete is false":
+https://cloud.google.com/bigquery/docs/reference/rest/v2/jobs/insert and .../jobs/getQueryResults).
+The emulator runs every statement inside the jobs.insert call, so the proxy does the waiting itself,
+and a caller meets BigQuery's timing: jobs.insert returns at once, the statement's time (queue,
+latency) is spent in the caller's polling (a thread blocked in ``job.result()``, or asyncio sleeps
+between jobs.get calls), and a job can be cancelled while it waits.
+
+* jobs.insert of a query (not a dry run): the statement is classified and the injected rate limits /
+  5xx apply as before (HTTP errors, no job). Otherwise the proxy answers at once, HTTP 200, with the
+  job: ``jobReference`` as the client sent it (a jobId generated if absent, location ``US`` if
+  absent), ``configuration`` echoed (plus ``jobType``), ``status.state`` ``PENDING`` while it waits
+  for a slot, ``RUNNING`` once admitted, ``statistics.creationTime`` (and ``startTime`` once
+  admitted), ``id`` ``PROJECT:JOBID`` as the emulator spells it, a ``selfLink``. In the background it
+  waits for its slot, ``hold`` and ``latency``, then forwards the same jobs.insert (same jobId) to the
+  emulator, keeps its answer and gives the slot back. A statement refused at once (queue full) is
+  answered DONE with the errorResult at insert, as before; a later refusal (a script's second
+  table) or an injected conflict ends the job DONE with the errorResult.
+* jobs.get: the job PENDING/RUNNING (no errorResult) until the background statement ended; then the
+  emulator's job (forwarded), or the proxy's DONE job with its errorResult (refused, conflict,
+  cancelled, or the emulator refused the insert itself with an HTTP error).
+* jobs.getQueryResults: while the job runs, waits up to ``timeoutMs`` (default and at most 10 s)
+  and answers ``{"kind": "bigquery#getQueryResultsResponse", "jobReference", "jobComplete": false}``
+  if it still runs; once done, forwarded to the emulator, except for a failed job, answered with the
+  HTTP error of its errorResult (the emulator answers 404 for the results of a job it failed; the
+  status by reason is google-cloud-bigquery's: invalidQuery 400, notFound 404, ...).
+* jobs.cancel ("This call will return immediately, and the client will need to poll for the job
+  status": https://cloud.google.com/bigquery/docs/reference/rest/v2/jobs/cancel): a job still
+  waiting (queued, held or sleeping its latency) is dropped, never forwarded, its slot or queue place
+  freed, and answered ``{"kind": "bigquery#jobCancelResponse", "job": ...}`` with the job DONE and
+  ``errorResult`` ``{"reason": "stopped", "message": "Job execution was cancelled: User requested
+  cancellation"}`` (the errorResult a real cancelled job carries: dbt-bigquery's test looks its
+  cancelled job up by exactly that reason and message in INFORMATION_SCHEMA.JOBS,
+  https://github.com/dbt-labs/dbt-bigquery/blob/main/tests/functional/test_cancel.py; google-cloud-
+  bigquery's job/base.py maps ``stopped`` to HTTP 200, so ``job.result()`` raises a plain
+  ``GoogleAPICallError`` with ``code`` 200 for a job it reads DONE and stopped). jobs.get then
+  answers that job and jobs.getQueryResults the error as HTTP 499 ``CANCELLED`` (an assumption:
+  Google documents no status for it; 499 is google.rpc.Code CANCELLED's HTTP mapping,
+  https://github.com/googleapis/googleapis/blob/master/google/rpc/code.proto). Statistics: outcome
+  ``cancelled``, error_reason ``stopped``, no upstream_status. A job already forwarded has run (the
+  emulator runs it to its end before answering): the cancel waits for that answer and goes to the
+  emulator, which answers the job DONE as it ended.
+* A jobId already used for an asynchronous job is refused as BigQuery refuses it: 409, ``duplicate``,
+  ``Already Exists: Job PROJECT:LOCATION.JOBID``
+  (https://github.com/googleapis/google-cloud-java/issues/2867); google-cloud-bigquery then fetches
+  the existing job when it generated the id itself.
+* Synchronous still: jobs.query (``POST .../queries``, ``Client.query_and_wait``) answers when the
+  statement ran (BigQuery may also answer it complete within its ``timeoutMs``), dry runs, and
+  load / copy / extract jobs. ``sync_jobs`` (control API, ``--sync-jobs``) restores the old
+  jobs.insert: it answers when the statement ran, DONE.
 
 Not modelled
 ------------
@@ -79,8 +133,14 @@ Not modelled
 * The 6-hour queue timeout, per-project query concurrency and queue limits, the table metadata
   update rate limit (5 per 10 s; DML is exempt), load/copy job quotas (load jobs are only counted),
   streaming inserts, sessions, BigQuery's own automatic retries of conflicting statements, batch
-  priority, dry runs (forwarded without limits or injections), legacy SQL, jobs.list (rejected jobs
-  exist only in this proxy: jobs.get and jobs.getQueryResults know them, jobs.list does not).
+  priority, dry runs (forwarded without limits or injections), legacy SQL, jobs.list (rejected,
+  cancelled and still running jobs exist only in this proxy: jobs.get and jobs.getQueryResults know
+  them, jobs.list does not).
+* A PENDING/RUNNING job carries no query statistics or progress (``statistics.query`` appears once
+  DONE, from the emulator); a job is known by its jobId alone (project and location are not checked
+  on jobs.get/getQueryResults/cancel); jobs.getQueryResults ignores its paging parameters while the
+  job runs; a cancel never interrupts a statement the emulator is running (it runs in milliseconds);
+  jobs.query and load jobs cannot be cancelled here.
 * Injected rate limits and 5xx apply to query jobs (jobs.insert with a query, jobs.query), not to
   other API calls; an injected rate limit is always an HTTP 403, never a job ``errorResult``.
 """
@@ -99,7 +159,7 @@ import sys
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,8 +187,39 @@ RATE_LIMITED = (
     "For more information, see https://cloud.google.com/bigquery/troubleshooting-errors"
 )
 BACKEND_ERROR = "Error encountered during execution. Retrying may solve the problem."
+CANCELLED = "Job execution was cancelled: User requested cancellation"
+DUPLICATE_JOB = "Already Exists: Job {project}:{location}.{job_id}"
 HTTP_FOR_REASON = {"resourcesExceeded": 400, "invalidQuery": 400, "rateLimitExceeded": 403, "backendError": 503}
-RPC_STATUS = {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 500: "INTERNAL", 503: "UNAVAILABLE"}
+# The HTTP status of a failed job's error, by reason, when jobs.getQueryResults answers it (a
+# reason not listed: 400). As google-cloud-bigquery's job/base.py maps reasons, except ``stopped``
+# (see CANCELLED in the module docstring).
+JOB_ERROR_HTTP = {
+    "accessDenied": 403,
+    "backendError": 500,
+    "billingNotEnabled": 403,
+    "blocked": 403,
+    "duplicate": 409,
+    "internalError": 500,
+    "notFound": 404,
+    "notImplemented": 501,
+    "quotaExceeded": 403,
+    "rateLimitExceeded": 403,
+    "responseTooLarge": 403,
+    "badGateway": 502,
+    "stopped": 499,
+}
+RPC_STATUS = {
+    400: "INVALID_ARGUMENT",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ALREADY_EXISTS",
+    499: "CANCELLED",
+    500: "INTERNAL",
+    501: "UNIMPLEMENTED",
+    502: "UNAVAILABLE",
+    503: "UNAVAILABLE",
+}
+GET_QUERY_RESULTS_WAIT = 10.0  # jobs.getQueryResults: timeoutMs's default and the most waited here (s)
 
 MUTATING = frozenset({"UPDATE", "DELETE", "MERGE"})
 KINDS = ("SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "DDL", "OTHER", "SCRIPT", "LOAD", "COPY", "EXTRACT")
@@ -306,6 +397,7 @@ class Injection:
 class Config:
     latency: float = 0.0
     hold: bool = False  # admitted statements wait (holding their slots) until this is switched off
+    sync_jobs: bool = False  # True: jobs.insert of a query answers only once the statement ran
     insert_free_per_day: int = 1500
     mutating_running: int = 2
     mutating_queued: int = 20
@@ -333,10 +425,10 @@ class Config:
                 setattr(self, key, number)
             elif key == "seed":
                 self.seed = None if value is None else int(value)
-            elif key == "hold":
+            elif key in ("hold", "sync_jobs"):
                 if not isinstance(value, bool):
-                    raise ValueError("hold must be true or false")
-                self.hold = value
+                    raise ValueError(f"{key} must be true or false")
+                setattr(self, key, value)
             elif key in ("conflict", "rate_limit", "server_error"):
                 if not isinstance(value, dict):
                     raise ValueError(f"{key} must be an object")
@@ -351,6 +443,7 @@ class Config:
         return {
             "latency": self.latency,
             "hold": self.hold,
+            "sync_jobs": self.sync_jobs,
             "insert_free_per_day": self.insert_free_per_day,
             "mutating_running": self.mutating_running,
             "mutating_queued": self.mutating_queued,
@@ -466,10 +559,59 @@ def _error(reason: str, message: str, code: int | None = None) -> tuple[int, dic
             "code": status,
             "message": message,
             "errors": [{"message": message, "domain": "global", "reason": reason}],
-            "status": RPC_STATUS[status],
+            "status": RPC_STATUS.get(status, "UNKNOWN"),
         }
     }
     return status, body, {"reason": reason, "message": message}
+
+
+def _millis(at: float) -> str:
+    return str(int(at * 1000))
+
+
+@dataclass
+class AsyncJob:
+    """A query job answered at jobs.insert and run in the background (see the module docstring)."""
+
+    project: str
+    reference: dict[str, Any]  # projectId, jobId, location
+    configuration: dict[str, Any]
+    entries: list[dict[str, Any]]
+    base_url: str
+    created_at: float = field(default_factory=time.time)
+    state: str = "PENDING"  # PENDING (not admitted yet), RUNNING (admitted), DONE
+    started_at: float | None = None
+    forwarding: bool = False  # the insert went to the emulator: too late to cancel it here
+    error: tuple[int, dict[str, Any]] | None = None  # a failed job: jobs.getQueryResults' HTTP error
+    task: asyncio.Task[None] | None = None
+    settled: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def job_id(self) -> str:
+        return str(self.reference["jobId"])
+
+    def settle(self) -> None:
+        """Admitted or queued: jobs.insert may answer."""
+        if not self.settled.done():
+            self.settled.set_result(None)
+
+    def resource(self) -> dict[str, Any]:
+        """The job while it waits or runs (BigQuery's Job resource, as the emulator spells ``id``)."""
+        statistics = {"creationTime": _millis(self.created_at)}
+        if self.started_at is not None:
+            statistics["startTime"] = _millis(self.started_at)
+        location = self.reference.get("location")
+        return {
+            "kind": "bigquery#job",
+            "id": f"{self.project}:{self.job_id}",
+            "selfLink": f"{self.base_url}/bigquery/v2/projects/{self.project}/jobs/{self.job_id}"
+            + (f"?location={location}" if location else ""),
+            "jobReference": self.reference,
+            "configuration": {"jobType": "QUERY", **self.configuration},
+            "status": {"state": self.state},
+            "statistics": statistics,
+        }
 
 
 class Proxy:
@@ -481,6 +623,7 @@ class Proxy:
         self.statements: list[dict[str, Any]] = []
         self.requests: Counter[str] = Counter()
         self.failed_jobs: dict[str, dict[str, Any]] = {}  # jobId -> {"job": resource, "error": (status, body)}
+        self.jobs: dict[str, AsyncJob] = {}  # jobId -> a query job answered at once (not sync_jobs)
         self.started = time.time()
         self.client: httpx.AsyncClient | None = None
         self.released: asyncio.Event | None = None  # set unless config.hold
@@ -501,6 +644,7 @@ class Proxy:
         self.statements = []
         self.requests = Counter()
         self.failed_jobs = {}
+        self.jobs = {job_id: job for job_id, job in self.jobs.items() if not job.finished.is_set()}
         self.limits.reset()
         self.started = time.time()
         self.sync_hold()
@@ -568,6 +712,7 @@ class Proxy:
                     "queued": c["queued"],
                     "rejected": c["rejected"],
                     "injected": c["injected"],
+                    "cancelled": c["cancelled"],
                     "in_flight": c["in_flight"],
                 }
                 for (kind, table), c in sorted(counts.items(), key=lambda item: (item[0][0], item[0][1] or ""))
@@ -640,13 +785,30 @@ class Proxy:
         self.requests[route] += 1
         if route in ("jobs.get", "jobs.getQueryResults", "jobs.cancel"):
             match = _JOB.match(path) or _QUERY_RESULTS.match(path)
-            failed = self.failed_jobs.get(match.group(2)) if match else None
+            job_id = match.group(2) if match else None
+            job = self.jobs.get(job_id) if job_id else None
+            if job is not None and not job.finished.is_set():
+                if route == "jobs.get":
+                    return JSONResponse(job.resource())
+                if route == "jobs.getQueryResults" and not await self._wait_for(job, request):
+                    return JSONResponse(
+                        {
+                            "kind": "bigquery#getQueryResultsResponse",
+                            "jobReference": job.reference,
+                            "jobComplete": False,
+                        }
+                    )
+                if route == "jobs.cancel":
+                    await self._cancel(job)
+            failed = self.failed_jobs.get(job_id) if job_id else None
             if failed is not None:
                 if route == "jobs.get":
                     return JSONResponse(failed["job"])
                 if route == "jobs.cancel":
                     return JSONResponse({"kind": "bigquery#jobCancelResponse", "job": failed["job"]})
                 return self._json_error(*failed["error"])
+            if route == "jobs.getQueryResults" and job is not None and job.error is not None:
+                return self._json_error(*job.error)  # the emulator answers 404 for a failed job's results
         if route in ("jobs.insert", "jobs.query", "upload.start"):
             payload: Any = None
             if body.lstrip()[:1] == b"{":
@@ -684,6 +846,20 @@ class Proxy:
                 return await self._forward_recorded(request, body, [entry])
             sql, default_dataset = query_config.get("query"), query_config.get("defaultDataset")
             legacy = query_config.get("useLegacySql") is True
+        asynchronous = route == "jobs.insert" and not dry_run and not self.config.sync_jobs
+        if asynchronous:
+            reference = payload.get("jobReference")
+            if not isinstance(reference, dict):
+                reference = payload["jobReference"] = {}
+            if not reference.get("jobId"):  # the emulator must run it under the id the client was given
+                job_id = reference["jobId"] = f"bqproxy_{uuid.uuid4().hex}"
+                body = json.dumps(payload).encode()
+            if job_id in self.jobs:  # BigQuery: a job id is used once
+                location = reference.get("location") or "US"
+                message = DUPLICATE_JOB.format(
+                    project=reference.get("projectId") or project, location=location, job_id=job_id
+                )
+                return self._json_error(*_error("duplicate", message, 409)[:2])
         statements = classify(sql, project, default_dataset) if isinstance(sql, str) and not legacy else []
         statements = statements or [Statement("OTHER", None)]
         if len(statements) == 1:
@@ -730,6 +906,43 @@ class Proxy:
             status = config.server_error.status
             return self._inject_http(entries, "backendError", _error("backendError", BACKEND_ERROR, status))
 
+        if not asynchronous:
+            return await self._run_statement(request, body, route, project, payload, entries, statements, job_kind)
+        job = AsyncJob(
+            project=project,
+            reference={"projectId": project, "location": "US", **payload["jobReference"]},
+            configuration=payload.get("configuration") or {},
+            entries=entries,
+            base_url=str(request.base_url).rstrip("/"),
+        )
+        self.jobs[job.job_id] = job
+        while len(self.jobs) > 10_000:
+            oldest = next(iter(self.jobs))
+            if not self.jobs[oldest].finished.is_set():
+                break
+            self.jobs.pop(oldest)
+        statement = self._run_statement(request, body, route, project, payload, entries, statements, job_kind, job)
+        job.task = asyncio.create_task(self._run_job(job, statement))
+        await asyncio.wait({job.task, job.settled}, return_when=asyncio.FIRST_COMPLETED)
+        if job.task.done() and job.job_id in self.failed_jobs:  # refused at once (queue full): DONE
+            return JSONResponse(self.failed_jobs[job.job_id]["job"])
+        return JSONResponse(job.resource())
+
+    async def _run_statement(
+        self,
+        request: Request,
+        body: bytes,
+        route: str,
+        project: str,
+        payload: dict[str, Any],
+        entries: list[dict[str, Any]],
+        statements: list[Statement],
+        job_kind: str,
+        job: AsyncJob | None = None,
+    ) -> Response:
+        """Admission, hold, latency, injected conflict, then the emulator: the statement's answer.
+        With ``job`` (an asynchronous jobs.insert) it runs in the background and tells the job when
+        it was queued, admitted and forwarded."""
         # Admission: one slot per (DML class, table), taken in a fixed order (no deadlock).
         needed = sorted(
             {(c, s.table) for s in statements if s.table and (c := dml_class(s.kind))},
@@ -741,6 +954,8 @@ class Proxy:
         def mark_queued() -> None:
             for entry in entries:
                 entry["state"] = "queued"
+            if job is not None:
+                job.settle()  # PENDING
 
         try:
             for cls, table in needed:
@@ -760,6 +975,9 @@ class Proxy:
                 entry.update(
                     state="running", admitted_at=now, waited_s=round(now - entry["submitted_at"], 4), free_insert=free
                 )
+            if job is not None:
+                job.state, job.started_at = "RUNNING", now
+                job.settle()
             if self.released is not None:
                 await self.released.wait()
             if self.config.latency:
@@ -770,10 +988,96 @@ class Proxy:
                 for entry in entries:
                     entry["injected"] = "conflict"
                 return self._fail_job(route, project, payload, entries, "injected", _error("invalidQuery", message))
+            if job is not None:
+                job.forwarding = True
             return await self._forward_recorded(request, body, entries, outcome=outcome)
         finally:
             for cls, table in held:
                 self.limits.release(cls, table)
+
+    # -- asynchronous query jobs -----------------------------------------------------------------
+    async def _run_job(self, job: AsyncJob, statement: Coroutine[Any, Any, Response]) -> None:
+        """The background half of an asynchronous jobs.insert: run it, keep how it ended."""
+        try:
+            response = await statement
+        except asyncio.CancelledError:  # jobs.cancel (or the proxy shutting down) before it was forwarded
+            statement.close()  # (if it was cancelled before it started)
+            self._cancelled(job)
+            return
+        except Exception as exc:  # never leave a job RUNNING forever
+            log.exception("job %s failed in the proxy", job.job_id)
+            response = self._json_error(
+                *_error("backendError", f"bq_limits_proxy: {type(exc).__name__}: {exc}", 500)[:2]
+            )
+        finally:
+            job.settle()
+        try:
+            self._finished(job, response)
+        finally:  # whatever the answer was, pollers and cancels stop waiting
+            job.state = "DONE"
+            job.finished.set()
+
+    def _finished(self, job: AsyncJob, response: Response) -> None:
+        if job.job_id not in self.failed_jobs:  # (a rejected or conflicting job is there already)
+            answer: Any = {}
+            raw = bytes(response.body)
+            if raw[:1] == b"{":
+                with contextlib.suppress(ValueError):
+                    answer = json.loads(raw)
+            if response.status_code >= 300:  # the emulator refused the insert (or was unreachable)
+                error = answer.get("error") or {}
+                first = (error.get("errors") or [{}])[0]
+                reason = first.get("reason") or "backendError"
+                message = first.get("message") or error.get("message") or f"HTTP {response.status_code}"
+                body = answer if error else _error(reason, message, response.status_code)[1]
+                self._store_failed(job, {"reason": reason, "message": message}, (response.status_code, body))
+            elif error_result := (answer.get("status") or {}).get("errorResult"):
+                # The emulator failed it (DONE with errorResult): its results answer the error.
+                reason, message = error_result.get("reason") or "invalidQuery", error_result.get("message") or ""
+                status, body, _ = _error(reason, message, JOB_ERROR_HTTP.get(reason, 400))
+                job.error = (status, body)
+
+    def _store_failed(self, job: AsyncJob, error_result: dict[str, Any], error: tuple[int, Any]) -> None:
+        now = time.time()
+        statistics = {"creationTime": _millis(job.created_at), "endTime": _millis(now)}
+        if job.started_at is not None:
+            statistics["startTime"] = _millis(job.started_at)
+        resource = {
+            **job.resource(),
+            "status": {"state": "DONE", "errorResult": error_result, "errors": [error_result]},
+            "statistics": statistics,
+        }
+        self.failed_jobs[job.job_id] = {"job": resource, "error": error}
+        while len(self.failed_jobs) > 10_000:
+            self.failed_jobs.pop(next(iter(self.failed_jobs)))
+
+    def _cancelled(self, job: AsyncJob) -> None:
+        """Dropped before it reached the emulator: DONE, ``stopped``; it never ran."""
+        now = time.time()
+        job.state = "DONE"
+        for entry in job.entries:
+            entry.update(state="done", outcome="cancelled", error_reason="stopped", finished_at=now)
+        status, body, error_result = _error("stopped", CANCELLED, 499)
+        self._store_failed(job, error_result, (status, body))
+        job.finished.set()
+
+    async def _cancel(self, job: AsyncJob) -> None:
+        """jobs.cancel of a job this proxy still holds: one still waiting (queued, held or sleeping
+        its latency) is dropped; one already forwarded ran (the emulator runs it to its end): wait
+        for its answer, then the cancel goes on to the emulator."""
+        if not job.forwarding and job.task is not None and not job.task.done():
+            job.task.cancel()
+        await job.finished.wait()
+
+    async def _wait_for(self, job: AsyncJob, request: Request) -> bool:
+        """jobs.getQueryResults: wait up to ``timeoutMs`` (10 s at most) for the job to finish."""
+        try:
+            wait = min(max(float(request.query_params.get("timeoutMs", "")) / 1000, 0.0), GET_QUERY_RESULTS_WAIT)
+        except ValueError:
+            wait = GET_QUERY_RESULTS_WAIT
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(job.finished.wait(), wait)
+        return job.finished.is_set()
 
     async def _forward_recorded(
         self, request: Request, body: bytes, entries: list[dict[str, Any]], outcome: str = "admitted"
@@ -883,13 +1187,15 @@ async def _control(proxy: Proxy, request: Request) -> Response:
     * ``GET /_proxy/health``: ``{"ok": true}`` once serving.
     * ``GET /_proxy/config``; ``POST /_proxy/config`` with a JSON object of settings to change:
       ``latency`` (s), ``hold`` (true: admitted statements wait, holding their slots, until it is
-      set back to false, so a test can line a burst up before anything finishes),
+      set back to false, so a test can line a burst up before anything finishes), ``sync_jobs``
+      (true: jobs.insert of a query answers only once the statement ran, the old behaviour),
       ``insert_free_per_day``, ``mutating_running``, ``mutating_queued``, ``insert_running``,
       ``insert_queued``, ``seed``, and ``conflict`` / ``rate_limit`` / ``server_error`` objects of
       ``probability``, ``next`` (the next K matching jobs), ``kinds`` (job kinds it applies to),
       and for ``server_error`` ``status`` (500 or 503). Unknown settings answer 400.
     * ``POST /_proxy/reset``: forgets statements, request counts, peaks, INSERT day counts and
-      rejected jobs; ``?config=1`` also restores the default settings.
+      rejected, cancelled and finished jobs (jobs still waiting or running stay known); ``?config=1``
+      also restores the default settings.
     * ``GET /_proxy/stats``: counts by (kind, table), per-table slots and peaks, request counts by
       API method, and every statement; filters ``org``, ``run_id``, ``kind``, ``table``,
       ``job_id``, ``outcome``.
@@ -946,11 +1252,16 @@ def main(argv: Iterable[str] | None = None) -> None:
     parser.add_argument("--latency", type=float, default=0.0, help="seconds slept before forwarding a statement")
     parser.add_argument("--insert-free-per-day", type=int, default=1500)
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument(
+        "--sync-jobs", action="store_true", help="jobs.insert of a query answers once it ran (not at once)"
+    )
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(list(argv) if argv is not None else None)
     import uvicorn
 
-    config = Config(latency=args.latency, insert_free_per_day=args.insert_free_per_day, seed=args.seed)
+    config = Config(
+        latency=args.latency, insert_free_per_day=args.insert_free_per_day, seed=args.seed, sync_jobs=args.sync_jobs
+    )
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     uvicorn.run(
         build_app(args.upstream, config),
@@ -976,12 +1287,21 @@ class BigQueryLimitsProxy:
     ``endpoint`` is what clients use as ``api_endpoint``; ``configure``/``reset``/``stats`` wrap
     the control API."""
 
-    def __init__(self, upstream: str, log_dir: Path, *, latency: float = 0.0, python: str = sys.executable) -> None:
+    def __init__(
+        self,
+        upstream: str,
+        log_dir: Path,
+        *,
+        latency: float = 0.0,
+        sync_jobs: bool = False,
+        python: str = sys.executable,
+    ) -> None:
         from tests.server import free_port
 
         self._free_port = free_port
         self.upstream = upstream
         self.latency = latency
+        self.sync_jobs = sync_jobs
         self.python = python
         self.port = free_port()
         self.log_path = log_dir / "bq_limits_proxy.log"
@@ -1014,6 +1334,7 @@ class BigQueryLimitsProxy:
                 str(self.port),
                 "--latency",
                 str(self.latency),
+                *(["--sync-jobs"] if self.sync_jobs else []),
             ],
             cwd=REPO,
             stdout=log_file,

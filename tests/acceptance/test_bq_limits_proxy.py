@@ -2,8 +2,9 @@
 
 The official google-cloud-bigquery client and the service's own ``BigQueryWarehouse`` talk to the
 proxy; these tests prove the proxy holds statements to BigQuery's per-table DML limits, answers
-with BigQuery's errors, injects conflicts / rate limits / 5xx, passes resumable uploads through,
-and counts statements by kind and table.
+with BigQuery's errors, injects conflicts / rate limits / 5xx, answers query jobs at once and lets
+clients poll and cancel them, passes resumable uploads through, and counts statements by kind and
+table.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from google.api_core import exceptions as gexc
 from google.api_core.client_options import ClientOptions
@@ -27,8 +29,8 @@ from google.cloud import bigquery
 from src.core.engine.base import QueryOptions
 from src.core.engine.bigquery_backend import BigQueryWarehouse, translate_error
 from src.core.engine.schema import SchemaField
-from src.core.errors import TransientWarehouseError, WarehouseError
-from tests.bq_limits_proxy import BigQueryLimitsProxy
+from src.core.errors import TerminalWarehouseError, TransientWarehouseError, WarehouseError, WarehouseNotFoundError
+from tests.bq_limits_proxy import CANCELLED, BigQueryLimitsProxy
 from tests.bqemulator import BigQueryEmulator
 
 pytestmark = pytest.mark.bigquery
@@ -520,8 +522,6 @@ def test_stats_count_a_runs_statements_by_kind_and_table(proxy: BigQueryLimitsPr
 
 
 def test_control_api_rejects_unknown_settings(proxy: BigQueryLimitsProxy) -> None:
-    import httpx
-
     response = httpx.post(f"{proxy.endpoint}/_proxy/config", json={"latencyy": 1})
     assert response.status_code == 400 and "latencyy" in response.json()["error"]
     assert proxy.configure(latency=0.25)["latency"] == 0.25
@@ -529,3 +529,191 @@ def test_control_api_rejects_unknown_settings(proxy: BigQueryLimitsProxy) -> Non
     new_client(proxy.endpoint).query("SELECT 1", retry=RETRY).result(retry=RETRY)
     assert time.monotonic() - started >= 0.25
     assert proxy.reset(config=True)["config"]["latency"] == 0.0
+
+
+# --- asynchronous query jobs: answered at once, polled, cancellable ----------------------------------
+def test_a_query_job_is_answered_at_once_and_polled_until_done(proxy: BigQueryLimitsProxy) -> None:
+    client = new_client(proxy.endpoint)
+    table = new_table(client)
+    proxy.reset()
+    proxy.configure(latency=1.0)
+
+    started = time.monotonic()
+    job = client.query(f"SELECT id, v FROM `{table}`", retry=RETRY)
+    answered = time.monotonic() - started
+    assert answered < 0.6, answered  # jobs.insert did not wait for the statement's second
+    assert job.state == "RUNNING" and job.error_result is None
+    assert job.created is not None and job.started is not None and job.ended is None
+    assert not job.done(retry=RETRY)  # jobs.get: still RUNNING
+    rows = [dict(r.items()) for r in job.result(retry=RETRY)]
+    assert time.monotonic() - started >= 1.0
+    assert rows == [{"id": 1, "v": "a"}]
+    assert job.state == "DONE" and job.statement_type == "SELECT"
+    requests = proxy.stats()["requests"]
+    assert requests["jobs.get"] >= 2 and requests["jobs.getQueryResults"] >= 1
+    # The job id the client chose is the one the emulator ran it under.
+    assert proxy.stats(job_id=job.job_id)["statements"][0]["upstream_status"] == 200
+    # A job id is used once: inserting it again is BigQuery's 409 duplicate.
+    again = httpx.post(
+        f"{proxy.endpoint}/bigquery/v2/projects/{PROJECT}/jobs",
+        json={
+            "jobReference": {"projectId": PROJECT, "jobId": job.job_id},
+            "configuration": {"query": {"query": "SELECT 1"}},
+        },
+    )
+    assert again.status_code == 409 and again.json()["error"]["errors"][0]["reason"] == "duplicate"
+
+    proxy.configure(sync_jobs=True, latency=0.3)  # the old behaviour, on demand
+    started = time.monotonic()
+    job = client.query("SELECT 2 AS n", retry=RETRY)
+    assert time.monotonic() - started >= 0.3 and job.state == "DONE"
+    assert [r["n"] for r in job.result(retry=RETRY)] == [2]
+
+
+def test_12_concurrent_slow_statements_each_return_from_query_at_once(proxy: BigQueryLimitsProxy) -> None:
+    table = new_table(new_client(proxy.endpoint))
+    proxy.reset()
+    proxy.configure(latency=1.0, hold=True)  # nothing can finish before the test lets it
+    clients = [new_client(proxy.endpoint) for _ in range(12)]
+    barrier = threading.Barrier(12)
+    submitted: list[tuple[float, str | None]] = [(0.0, None)] * 12
+    results: list[Any] = [None] * 12
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            started = time.monotonic()
+            job = clients[i].query(f"SELECT {i} AS n, v FROM `{table}`", retry=RETRY)
+            submitted[i] = (time.monotonic() - started, job.state)
+            results[i] = [dict(r.items()) for r in job.result(retry=RETRY)]
+        except Exception as exc:  # collected and asserted on
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(12)]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_for(lambda: all(state for _, state in submitted), timeout=15)  # with every statement held
+        assert proxy.stats()["requests"]["jobs.insert"] == 12
+    finally:
+        proxy.configure(hold=False)
+    for thread in threads:
+        thread.join(30)
+    assert not any(t.is_alive() for t in threads)
+
+    assert [state for _, state in submitted] == ["RUNNING"] * 12
+    assert max(took for took, _ in submitted) < 1.0, submitted  # well under the statement's second
+    assert results == [[{"n": i, "v": "a"}] for i in range(12)]
+    assert max_overlap(proxy.stats(kind="SELECT")["statements"]) == 12
+
+
+def test_cancelling_a_sleeping_statement_drops_it_before_it_runs(
+    proxy: BigQueryLimitsProxy, emulator: BigQueryEmulator
+) -> None:
+    client = new_client(proxy.endpoint)
+    table = new_table(client)
+    proxy.reset()
+    proxy.configure(latency=1.0)
+
+    job = client.query(f"UPDATE `{table}` SET v = 'changed' WHERE id = 1", retry=RETRY, job_retry=None)
+    assert job.state == "RUNNING"
+    assert job.cancel(retry=RETRY)  # jobs.cancel answers the job: DONE, stopped
+    assert job.state == "DONE" and job.error_result == {"reason": "stopped", "message": CANCELLED}
+    with pytest.raises(gexc.GoogleAPICallError) as stopped:
+        job.result(retry=RETRY, job_retry=None)
+    assert stopped.value.errors[0]["reason"] == "stopped" and CANCELLED in stopped.value.message
+    assert isinstance(translate_error(stopped.value), TerminalWarehouseError)
+
+    # Every client sees the job DONE and stopped; its results answer the error (499 CANCELLED).
+    seen = new_client(proxy.endpoint).get_job(job.job_id, retry=RETRY)
+    assert seen.state == "DONE" and seen.error_result["reason"] == "stopped"
+    results = httpx.get(f"{proxy.endpoint}/bigquery/v2/projects/{PROJECT}/queries/{job.job_id}")
+    assert results.status_code == 499 and results.json()["error"]["status"] == "CANCELLED"
+    # It never reached the emulator, and never will.
+    assert httpx.get(f"{emulator.endpoint}/bigquery/v2/projects/{PROJECT}/jobs/{job.job_id}").status_code == 404
+    value = client.query(f"SELECT v FROM `{table}` WHERE id = 1", retry=RETRY).result(retry=RETRY)  # >= 1 s later
+    assert next(iter(value))["v"] == "a"
+    (row,) = proxy.stats(kind="UPDATE")["statements"]
+    assert (row["outcome"], row["error_reason"], row["upstream_status"]) == ("cancelled", "stopped", None)
+    assert count(proxy.stats(), "UPDATE", table)["cancelled"] == 1
+    assert proxy.stats()["tables"][table]["mutating"]["running"] == 0  # its slot was given back
+
+    # A job the emulator already ran: the cancel goes to the emulator, the job stays a success.
+    done = client.query("SELECT 1 AS n", retry=RETRY)
+    done.result(retry=RETRY)
+    assert client.cancel_job(done.job_id, retry=RETRY).error_result is None
+
+
+def test_cancelling_a_queued_statement_frees_its_place_and_it_never_runs(proxy: BigQueryLimitsProxy) -> None:
+    client = new_client(proxy.endpoint)
+    table = new_table(client)
+    proxy.reset()
+    proxy.configure(hold=True)
+    try:
+        running = [client.query(f"UPDATE `{table}` SET v = 'r' WHERE id = 1", retry=RETRY) for _ in range(2)]
+        queued = client.query(f"DELETE FROM `{table}` WHERE id = 1", retry=RETRY, job_retry=None)
+        assert [j.state for j in running] == ["RUNNING", "RUNNING"] and queued.state == "PENDING"
+        assert lined_up(proxy, table, "mutating", 2, 1, 0)
+
+        waiting: list[Any] = []  # a client already waiting for the job in jobs.getQueryResults
+        waiter = threading.Thread(target=lambda: waiting.append(_outcome(queued)), daemon=True)
+        waiter.start()
+        wait_for(lambda: proxy.stats()["requests"].get("jobs.getQueryResults", 0) >= 1)
+        cancelled = new_client(proxy.endpoint).cancel_job(queued.job_id, retry=RETRY)  # another client
+        assert cancelled.state == "DONE" and cancelled.error_result["reason"] == "stopped"
+        waiter.join(10)
+        assert lined_up(proxy, table, "mutating", 2, 0, 0)
+    finally:
+        proxy.configure(hold=False)
+
+    # The waiting client's getQueryResults answered the error: google-cloud-bigquery raises Cancelled.
+    assert len(waiting) == 1 and isinstance(waiting[0], gexc.Cancelled), waiting
+    assert waiting[0].errors[0]["reason"] == "stopped" and CANCELLED in waiting[0].message
+    for job in running:
+        job.result(retry=RETRY)
+    rows = client.query(f"SELECT id, v FROM `{table}`", retry=RETRY).result(retry=RETRY)
+    assert [dict(r.items()) for r in rows] == [{"id": 1, "v": "r"}]  # the DELETE never ran
+    deletes = proxy.stats(kind="DELETE")["statements"]
+    assert [(r["outcome"], r["upstream_status"]) for r in deletes] == [("cancelled", None)]
+    assert proxy.stats()["tables"][table]["mutating"]["peak_queued"] == 1
+
+
+def _outcome(job: bigquery.QueryJob) -> Any:
+    try:
+        return job.result(retry=RETRY, job_retry=None)
+    except Exception as exc:  # returned and asserted on
+        return exc
+
+
+@pytest.mark.parametrize("sync_jobs", [False, True], ids=["async", "sync"])
+def test_the_warehouse_works_through_the_proxy_with_latency(proxy: BigQueryLimitsProxy, sync_jobs: bool) -> None:
+    table = new_table(new_client(proxy.endpoint))
+    proxy.reset()
+    proxy.configure(latency=0.3, sync_jobs=sync_jobs)
+
+    async def main() -> tuple[Any, ...]:
+        wh = warehouse(proxy.endpoint)
+        await wh.start()
+        try:
+            options = QueryOptions(org_slug="acme", run_id="slow-1")
+            affected = await wh.execute(f"UPDATE `{table}` SET v = @v WHERE id = 1", {"v": "w"}, options=options)
+            rows = await wh.query(f"SELECT id, v FROM `{table}`", options=options)
+            errors = []
+            for sql in (f"SELECT * FROM `{PROJECT}.no_such_dataset.t`", "SELEC 1"):
+                try:
+                    await wh.query(sql)
+                except WarehouseError as exc:
+                    errors.append(exc)
+            return affected, rows, errors
+        finally:
+            await wh.close()
+
+    affected, rows, errors = run_async(main)
+
+    assert affected == 1
+    assert rows == [{"id": 1, "v": "w"}]
+    # A job the emulator fails surfaces as it did when jobs.insert answered it DONE.
+    assert [type(e) for e in errors] == [WarehouseNotFoundError, TerminalWarehouseError]
+    assert "no_such_dataset" in str(errors[0]) and "Syntax error" in str(errors[1])
+    stats = proxy.stats(run_id="slow-1")
+    assert [(r["kind"], r["outcome"]) for r in stats["statements"]] == [("UPDATE", "admitted"), ("SELECT", "admitted")]
