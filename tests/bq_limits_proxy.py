@@ -396,6 +396,7 @@ class Injection:
 @dataclass
 class Config:
     latency: float = 0.0
+    org_latency: dict[str, float] = field(default_factory=dict)  # extra latency of statements labelled org=…
     hold: bool = False  # admitted statements wait (holding their slots) until this is switched off
     sync_jobs: bool = False  # True: jobs.insert of a query answers only once the statement ran
     insert_free_per_day: int = 1500
@@ -425,6 +426,10 @@ class Config:
                 setattr(self, key, number)
             elif key == "seed":
                 self.seed = None if value is None else int(value)
+            elif key == "org_latency":
+                if not isinstance(value, dict) or any(float(v) < 0 for v in value.values()):
+                    raise ValueError("org_latency must map org labels to seconds >= 0")
+                self.org_latency = {str(k): float(v) for k, v in value.items()}
             elif key in ("hold", "sync_jobs"):
                 if not isinstance(value, bool):
                     raise ValueError(f"{key} must be true or false")
@@ -442,6 +447,7 @@ class Config:
 
         return {
             "latency": self.latency,
+            "org_latency": dict(self.org_latency),
             "hold": self.hold,
             "sync_jobs": self.sync_jobs,
             "insert_free_per_day": self.insert_free_per_day,
@@ -980,8 +986,10 @@ class Proxy:
                 job.settle()
             if self.released is not None:
                 await self.released.wait()
-            if self.config.latency:
-                await asyncio.sleep(self.config.latency)
+            slow_orgs = self.config.org_latency
+            delay = self.config.latency + max((slow_orgs.get(e.get("org") or "", 0.0) for e in entries), default=0.0)
+            if delay:
+                await asyncio.sleep(delay)
             mutated = [t for c, t in needed if c == "mutating"]
             if mutated and self.config.conflict.fires(job_kind, self.rng):
                 message = CONCURRENT_UPDATE.format(table=colon_name(mutated[0]))

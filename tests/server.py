@@ -27,8 +27,9 @@ def free_port() -> int:
 class ServerProcess:
     """Starts, stops (gracefully or by SIGKILL) and restarts the service on its own data dir."""
 
-    def __init__(self, data_dir: Path, env: Mapping[str, str] | None = None) -> None:
+    def __init__(self, data_dir: Path, env: Mapping[str, str] | None = None, *, repo: Path = REPO) -> None:
         self.data_dir = data_dir
+        self.repo = repo  # the checkout whose ``src`` runs (benchmarks compare commits)
         self.port = free_port()
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("GCP_", "WAREHOUSE", "KMS_", "BIGQUERY_"))},
@@ -69,7 +70,7 @@ class ServerProcess:
     def _start(self, timeout: float) -> None:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "src.app"], cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "src.app"], cwd=self.repo, env=self.env, stdout=log, stderr=subprocess.STDOUT
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

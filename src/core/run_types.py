@@ -74,6 +74,7 @@ class RunState:
     cancelled: bool = False
     timed_out: bool = False
     steps: dict[str, StepOutcome] = field(default_factory=dict)
+    dq_results: list[dict[str, Any]] = field(default_factory=list)  # written with the step logs at the end
 
     @property
     def failed(self) -> bool:

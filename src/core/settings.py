@@ -76,6 +76,9 @@ class Settings(BaseSettings):
         6.25, ge=0, description="On-demand analysis price per TiB billed (Google's list price), for usage estimates."
     )
     query_timeout_seconds: float = Field(600.0, gt=0)
+    google_client_threads: int = Field(
+        16, ge=1, le=256, description="Threads for blocking Google client calls (BigQuery, KMS): a pool of their own."
+    )
     warehouse_retry_attempts: int = Field(4, ge=1, le=10)
     warehouse_retry_base_seconds: float = Field(0.2, ge=0)
 
@@ -84,6 +87,9 @@ class Settings(BaseSettings):
     max_run_window_days: int = Field(92, ge=1)
     run_lease_seconds: float = Field(300.0, gt=0, description="A run whose heartbeat is older is 'owner lost'.")
     heartbeat_seconds: float = Field(30.0, gt=0)
+    cancel_wait_seconds: float = Field(
+        30.0, ge=0, description="How long POST .../runs/{id}/cancel waits for a run of this instance to end."
+    )
     step_retry_backoff_seconds: float = Field(2.0, ge=0)
     demo_billing_table: str | None = Field(
         None, description="Local only: billing export used by orgs that set none (default: the demo table)."
@@ -101,6 +107,9 @@ class Settings(BaseSettings):
     queue_backoff_base_seconds: float = Field(60.0, ge=0, description="First retry delay (doubles per attempt).")
     queue_backoff_max_seconds: float = Field(3600.0, ge=0)
     schedule_default_max_attempts: int = Field(3, ge=1, le=10)
+    queue_max_quota_requeues: int = Field(
+        48, ge=0, le=10_000, description="Times an item waits for a quota (429) before it ends FAILED."
+    )
 
     # --- HTTP ---
     max_request_body_bytes: int = Field(1024 * 1024, ge=1024)

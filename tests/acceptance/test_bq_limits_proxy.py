@@ -203,7 +203,7 @@ def test_25_concurrent_updates_on_one_table_run_2_queue_20_and_reject_3(proxy: B
         assert exc.code == 400
         assert exc.errors[0]["reason"] == "resourcesExceeded"
         assert exc.message.startswith(f"{OUTSTANDING} {colon(table)}, limit is 20")
-        assert isinstance(translate_error(exc), WarehouseError)  # which class: see the xfail test below
+        assert isinstance(translate_error(exc), TransientWarehouseError)  # the queue drains: retry later
     stats = proxy.stats(table=table)
     assert stats["tables"][table]["mutating"]["peak_running"] == 2
     assert stats["tables"][table]["mutating"]["peak_queued"] == 20
@@ -256,11 +256,6 @@ def test_25_concurrent_updates_through_the_warehouse(proxy: BigQueryLimitsProxy)
     assert {r["org"] for r in stats["statements"]} == {"acme"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="translate_error maps 400 resourcesExceeded ('Too many DML statements outstanding') to "
-    "TerminalWarehouseError; BigQuery's queue-full error clears when running statements finish",
-)
 def test_dml_queue_full_is_a_transient_warehouse_error(proxy: BigQueryLimitsProxy) -> None:
     table = new_table(new_client(proxy.endpoint))
     proxy.reset()

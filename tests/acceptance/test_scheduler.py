@@ -86,6 +86,7 @@ def write_test_configs(root: Path, gate: Gate) -> Path:
     plans = yaml.safe_load(plans_file.read_text())
     plans["plans"]["TESTQUEUE"] = {"daily_run_limit": 1000, "monthly_run_limit": 10000, "concurrent_run_limit": 20}
     plans["plans"]["TESTONEADAY"] = {"daily_run_limit": 1, "monthly_run_limit": 100, "concurrent_run_limit": 1}
+    plans["plans"]["TESTONEATATIME"] = {"daily_run_limit": 100, "monthly_run_limit": 1000, "concurrent_run_limit": 1}
     plans_file.write_text(yaml.safe_dump(plans))
     pipelines: dict[str, dict[str, Any]] = {
         f"noop/noop_{i}": {
@@ -119,6 +120,7 @@ SERVER_ENV = {
     "QUEUE_BACKOFF_BASE_SECONDS": "0.2",
     "QUEUE_BACKOFF_MAX_SECONDS": "1",
     "QUOTA_RETRY_AFTER_SECONDS": "1",
+    "QUEUE_MAX_QUOTA_REQUEUES": "2",
     "RUN_LEASE_SECONDS": "6",
     "HEARTBEAT_SECONDS": "1",
     "WEBHOOK_TIMEOUT_SECONDS": "60",
@@ -339,8 +341,13 @@ def test_a_due_schedule_runs_exactly_once_with_its_window_resolved(sapi: Api) ->
     item = process_until(sapi, slug, key, sid, {"COMPLETED", "FAILED"})
     assert item["state"] == "COMPLETED", item
     assert item["attempts"] == 1 and item["last_error"] is None
-    due_day = due.date()
-    expected = {"start_date": str(due_day - timedelta(days=3)), "end_date": str(due_day - timedelta(days=1))}
+    # One catch-up run covers the three missed due times: from the window of the first one
+    # (the first cron time at or after starts_at, two days before ``due``) to the latest's.
+    first_missed_day = (due - timedelta(days=2)).date()
+    expected = {
+        "start_date": str(first_missed_day - timedelta(days=3)),
+        "end_date": str(due.date() - timedelta(days=1)),
+    }
     assert item["parameters"] == expected
     assert "lease_owner" not in item
 
@@ -559,6 +566,33 @@ def test_a_quota_refusal_is_recorded_and_waits_for_the_reset(sapi: Api) -> None:
     assert (again["state"], again["attempts"], again["updated_at"]) == ("RETRY", 0, item["updated_at"])
     assert [r for r in runs_of(sapi, slug) if r["queue_item_id"]] == []
     assert get_schedule(sapi, slug, key, sid).json()["last_run_status"] == "RETRY"
+
+
+def test_quota_requeues_are_bounded_and_visible(sapi: Api, gate: Gate) -> None:
+    """A concurrent-limit refusal waits Retry-After and tries again, QUEUE_MAX_QUOTA_REQUEUES (2)
+    times; then the item ends FAILED saying why, and the schedule shows it."""
+    slug = unique_slug("sched_requeue")
+    key = sapi.onboard(slug, subscription_plan="TESTONEATATIME")
+    gate.opened.clear()
+    held = sapi.run(slug, key, {}, pipeline="testing/slow/held")  # holds the only slot
+    assert held.status_code == 202, held.text
+    try:
+        sid = create_due(sapi, slug, key, "testing/noop/noop_2")["schedule_id"]
+        trigger(sapi)
+        for n in (1, 2):
+            process(sapi)
+            item = only_item(sapi, slug, key, sid)
+            assert (item["state"], item["requeues"], item["attempts"]) == ("RETRY", n, 0), item
+            assert "concurrent run limit reached" in item["last_error"] and f"requeue {n} of 2" in item["last_error"]
+            time.sleep(1.2)  # QUOTA_RETRY_AFTER_SECONDS
+        process(sapi)
+        item = only_item(sapi, slug, key, sid)
+        assert (item["state"], item["requeues"]) == ("FAILED", 2), item
+        assert "waited for the quota 2 times" in item["last_error"]
+        assert get_schedule(sapi, slug, key, sid).json()["last_run_status"] == "FAILED"
+    finally:
+        gate.opened.set()
+    assert sapi.wait(held.json()["pipeline_logging_id"], key)["status"] == "COMPLETED"
 
 
 # --- pause and delete ---------------------------------------------------------------------------

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 import sqlglot
 from google.api_core import exceptions as gexc
@@ -153,7 +155,7 @@ def test_job_statistics_add_up_on_the_step_and_stay_null_where_unreported() -> N
     config = wh._job_config("SELECT 1", None, options)
     for job in (billed, billed, unreported):
         wh._client = _FakeClient(job)  # type: ignore[assignment]
-        wh._job("SELECT 1", config, options)
+        asyncio.run(wh._job("SELECT 1", config, options))
     assert (stats.jobs, stats.bytes_processed, stats.bytes_billed, stats.slot_ms) == (3, 5_000_000, 20_971_520, 2468)
     assert JobStats().bytes_billed is None  # no job: null, never zero
 

@@ -90,7 +90,7 @@ class Harness:
             monkeypatch.setattr(
                 container,
                 "build_warehouse",
-                lambda s: PrincipalsDuckDB(path=s.duckdb_path, project=s.gcp_project_id),
+                lambda s, _calls=None: PrincipalsDuckDB(path=s.duckdb_path, project=s.gcp_project_id),
             )
         self.services: Services = build_services(self.settings)
         self.run(self.services.warehouse.start())

@@ -115,3 +115,18 @@ async def list_runs(
         caller_org=caller_org, status=status_filter, pipeline=pipeline, on_date=on_date, limit=limit
     )
     return {"runs": runs, "count": len(runs)}
+
+
+@router.post("/runs/{pipeline_logging_id}/cancel", status_code=status.HTTP_202_ACCEPTED)
+async def cancel_run(
+    pipeline_logging_id: Annotated[str, Path(max_length=64)], identity: CallerDep, services: ServicesDep
+) -> dict[str, Any]:
+    """Cancel a PENDING or RUNNING run (the org's key with ``pipelines:run``, or the admin). The
+    answer carries the run's status: CANCELLED once its warehouse jobs are cancelled or done,
+    still RUNNING while the instance that owns it gets there (at its next heartbeat). 409: the run
+    has already ended; another org's run is 404."""
+    identity.require(scopes.PIPELINES_RUN)
+    by = "admin" if identity.is_admin else f"key:{identity.key_id}"
+    return await services.run_service.cancel(
+        pipeline_logging_id, None if identity.is_admin else identity.org_slug, by=by
+    )

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -24,8 +25,8 @@ from google.api_core import exceptions as gexc
 from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
-from google.cloud.bigquery import retry as bq_retry
 
+from src.core.blocking import BlockingCalls, default_calls
 from src.core.engine.base import (
     Capabilities,
     Estimate,
@@ -55,6 +56,11 @@ from src.core.errors import (
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+POLL_FIRST_SECONDS = 0.05  # a job's state is polled after this, then twice as long each time
+POLL_MAX_SECONDS = 2.0
+POLL_CALL_TIMEOUT_SECONDS = 10.0  # one jobs.get / jobs.cancel call
+CANCEL_WAIT_SECONDS = 60.0  # how long a cancelled job is awaited (then logged, not awaited further)
+
 CAPABILITIES = Capabilities(
     name="bigquery",
     transactions=True,
@@ -82,14 +88,17 @@ class BigQueryWarehouse(BigQueryCatalog, Warehouse):
         maximum_bytes_billed: int,
         timeout_seconds: float,
         retry_deadline_seconds: float = 60.0,
+        calls: BlockingCalls | None = None,
     ) -> None:
         self.project = check_identifier("project", project)
         self._location = location
         self._endpoint = api_endpoint
         self._max_bytes = maximum_bytes_billed
         self._timeout = timeout_seconds
+        # API calls (jobs.insert, jobs.get, …) are retried by the client; a FAILED job is not
+        # (``job_retry=None``): the statement's caller decides, knowing whether it is safe to re-run.
         self._retry = bigquery.DEFAULT_RETRY.with_deadline(retry_deadline_seconds)
-        self._job_retry = bq_retry.DEFAULT_JOB_RETRY.with_deadline(retry_deadline_seconds)
+        self._calls = calls or default_calls()
         self._client: bigquery.Client | None = None
         self._credentials: Any = None  # None: the service's own (or anonymous for an endpoint)
         self._job_project = self.project  # where jobs run and are billed
@@ -106,12 +115,12 @@ class BigQueryWarehouse(BigQueryCatalog, Warehouse):
                 )
             return bigquery.Client(project=self._job_project, location=self._location, credentials=self._credentials)
 
-        self._client = await asyncio.to_thread(build)
+        self._client = await self._calls.run(build)
 
     async def close(self) -> None:
         client, self._client = self._client, None
         if client is not None:
-            await asyncio.to_thread(client.close)
+            await self._calls.run(client.close)
 
     @property
     def client(self) -> bigquery.Client:
@@ -120,8 +129,9 @@ class BigQueryWarehouse(BigQueryCatalog, Warehouse):
         return self._client
 
     async def _call(self, fn: Callable[[], T]) -> T:
+        """One blocking client call on the Google pool (short: an HTTP round trip or a few)."""
         try:
-            return await asyncio.to_thread(fn)
+            return await self._calls.run(fn)
         except WarehouseError:
             raise
         except Exception as exc:  # noqa: BLE001 - every driver error is translated here
@@ -162,14 +172,47 @@ class BigQueryWarehouse(BigQueryCatalog, Warehouse):
     def _timeout_for(self, options: QueryOptions | None) -> float:
         return (options.timeout_seconds if options and options.timeout_seconds else None) or self._timeout
 
-    def _job(self, sql: str, config: bigquery.QueryJobConfig, options: QueryOptions | None) -> tuple[Any, Any]:
-        """Run one query job to its end (blocking; called on a worker thread): (job, result).
-        Its statistics go to ``options.stats`` when given."""
-        job = self.client.query(sql, job_config=config, retry=self._retry, job_retry=self._job_retry)
-        result = job.result(timeout=self._timeout_for(options) + 30, retry=self._retry)
+    async def _job(self, sql: str, config: bigquery.QueryJobConfig, options: QueryOptions | None) -> Any:
+        """Run one query job to its end: insert it, then poll its state between ``asyncio.sleep``s
+        (no thread is held while it runs). A cancelled caller (step timeout, run cancel, shutdown)
+        cancels the job and waits until BigQuery reports it DONE, so nothing it writes can commit
+        after its run has ended. Its statistics go to ``options.stats`` when given."""
+        job = await self._call(lambda: self.client.query(sql, job_config=config, retry=self._retry, job_retry=None))
+        deadline = time.monotonic() + self._timeout_for(options) + 30
+        try:
+            await self._until_done(job, deadline)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._cancel(job))
+            raise
+        if time.monotonic() > deadline and job.state != "DONE":
+            await asyncio.shield(self._cancel(job))
+            raise TransientWarehouseError(
+                f"query timed out after {self._timeout_for(options):g}s; its job was cancelled"
+            )
+        if job.error_result:  # raises the job's error as Google's exception, translated by _call
+            await self._call(lambda: job.result(retry=self._retry, timeout=30, job_retry=None))
         if options is not None and options.stats is not None:
             options.stats.add(**job_statistics(job))
-        return job, result
+        return job
+
+    async def _until_done(self, job: Any, deadline: float) -> None:
+        delay = POLL_FIRST_SECONDS
+        while job.state != "DONE" and time.monotonic() < deadline:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, POLL_MAX_SECONDS)
+            await self._call(lambda: job.reload(retry=self._retry, timeout=POLL_CALL_TIMEOUT_SECONDS))
+
+    async def _cancel(self, job: Any) -> None:
+        """jobs.cancel, then wait (bounded) until the job is DONE."""
+        if job.state == "DONE":
+            return
+        try:
+            await self._call(lambda: job.cancel(retry=self._retry, timeout=POLL_CALL_TIMEOUT_SECONDS))
+            await self._until_done(job, time.monotonic() + CANCEL_WAIT_SECONDS)
+        except WarehouseError as exc:
+            log.warning("could not cancel a BigQuery job", extra={"job_id": job.job_id, "error": exc.message})
+        if job.state != "DONE":
+            log.warning("a cancelled BigQuery job is still running", extra={"job_id": job.job_id})
 
     async def _run_query(
         self,
@@ -179,13 +222,15 @@ class BigQueryWarehouse(BigQueryCatalog, Warehouse):
     ) -> tuple[list[Row], int]:
         config = self._job_config(sql, params, options)
         self._observe(sql)
+        job = await self._job(sql, config, options)
+        if job.statement_type not in (None, "SELECT", "SCRIPT"):
+            return [], int(job.num_dml_affected_rows or 0)
 
-        def run() -> tuple[list[Row], int]:
-            job, result = self._job(sql, config, options)
-            rows = [dict(row.items()) for row in result] if job.statement_type in (None, "SELECT", "SCRIPT") else []
-            return rows, int(job.num_dml_affected_rows or 0)
+        def rows() -> list[Row]:
+            result = job.result(retry=self._retry, timeout=self._timeout_for(options), job_retry=None)
+            return [dict(row.items()) for row in result]
 
-        return await self._call(run)
+        return await self._call(rows), int(job.num_dml_affected_rows or 0)
 
     async def ping(self) -> None:
         await self._run_query("SELECT 1 AS ok", None, None)
@@ -229,11 +274,9 @@ class BigQueryWarehouse(BigQueryCatalog, Warehouse):
         config = self._job_config(create, params, options)
         self._observe(create)
 
-        def run() -> int:
-            self._job(create, config, options)
-            return int(self.client.get_table(str(ref), retry=self._retry).num_rows or 0)
-
-        return await self._call(run)
+        await self._job(create, config, options)
+        table = await self._call(lambda: self.client.get_table(str(ref), retry=self._retry))
+        return int(table.num_rows or 0)
 
     async def replace_rows(
         self,
@@ -258,14 +301,12 @@ class BigQueryWarehouse(BigQueryCatalog, Warehouse):
         config = self._job_config(sql, params, options)
         self._observe(sql)
 
-        def run() -> int:
-            job, _ = self._job(sql, config, options)
-            stats = job.dml_stats
-            if stats is not None and stats.inserted_row_count is not None:
-                return int(stats.inserted_row_count)
-            return int(job.num_dml_affected_rows or 0)
-
-        inserted = await self._call(run)
+        job = await self._job(sql, config, options)
+        stats = job.dml_stats
+        if stats is not None and stats.inserted_row_count is not None:
+            inserted = int(stats.inserted_row_count)
+        else:
+            inserted = int(job.num_dml_affected_rows or 0)
         rows = await self.query(check_sql, params, options=options) if check_sql else []
         return ReplaceResult(inserted, rows, source_rows=source)
 

@@ -27,6 +27,9 @@ from src.core.errors import (
 
 _TRANSIENT_REASONS = {"rateLimitExceeded", "backendError", "internalError", "jobRateLimitExceeded"}
 _CONCURRENT = re.compile(r"concurrent update|could not serialize access|aborted due to concurrent", re.I)
+# The per-table DML queue is full (BigQuery: 400 resourcesExceeded "Too many DML statements
+# outstanding against table …"): the statement never ran, so it is safe and worth retrying later.
+_DML_QUEUE_FULL = re.compile(r"too many dml statements outstanding", re.I)
 _LABEL_VALUE = re.compile(r"[^a-z0-9_\-]")
 
 
@@ -43,6 +46,8 @@ def translate_error(exc: Exception) -> WarehouseError:
         reason = _reason(exc)
         if _CONCURRENT.search(message):
             return TransientWarehouseError(f"concurrent update conflict: {message}")
+        if _DML_QUEUE_FULL.search(message):
+            return TransientWarehouseError(f"DML queue of the table is full: {message}")
         if isinstance(exc, gexc.TooManyRequests | gexc.ServerError) or reason in _TRANSIENT_REASONS:
             return TransientWarehouseError(message)
         if isinstance(exc, gexc.NotFound):

@@ -4,11 +4,18 @@ Datasets are schemas of that catalog, so ```project.dataset.table``` names work 
 arrives as BigQuery SQL and is translated by ``translate.to_duckdb``. Every connection runs in UTC
 (BigQuery's day) with a memory limit. Blocking calls run on a small thread pool; a cancelled caller
 interrupts its statement.
+
+Mutating DML (UPDATE, DELETE, MERGE) runs one statement at a time per table, as BigQuery's DML
+concurrency control has it. That is what makes a guarded statement atomic here too: DuckDB's MVCC
+sees two updates of one row as a conflict, but not two inserts of the same key (a MERGE's insert
+branch), which BigQuery's serialized DML does. One process opens the file, so per-process order
+is the database's order.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import json
 import logging
@@ -104,6 +111,15 @@ def _rows(cursor: duckdb.DuckDBPyConnection) -> list[Row]:
     return [dict(zip(names, values, strict=True)) for values in cursor.fetchall()]
 
 
+_MUTATING = re.compile(r"^\s*(?:UPDATE|DELETE\s+FROM|DELETE|MERGE\s+INTO|MERGE)\s+(`[^`]+`|[\w.\-]+)", re.I)
+
+
+def _mutated_table(sql: str) -> str | None:
+    """The table a mutating DML statement (UPDATE, DELETE, MERGE) changes; None for anything else."""
+    match = _MUTATING.match(sql)
+    return match.group(1) if match else None
+
+
 def _run(cursor: duckdb.DuckDBPyConnection, sql: str, params: Params | None) -> tuple[list[Row], int]:
     """Run every statement of ``sql``; return the last one's rows and affected-row count."""
     rows: list[Row] = []
@@ -126,6 +142,13 @@ class DuckDBWarehouse(DuckDBCatalog, Warehouse):
         self._db: duckdb.DuckDBPyConnection | None = None
         self._pool: queue.SimpleQueue[duckdb.DuckDBPyConnection] = queue.SimpleQueue()
         self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="duckdb")
+        self._table_locks: dict[str, asyncio.Lock] = {}
+
+    def _dml_lock(self, table: str | None) -> asyncio.Lock | contextlib.nullcontext[None]:
+        """The lock mutating DML on ``table`` runs under (see the module docstring)."""
+        if table is None:
+            return contextlib.nullcontext()
+        return self._table_locks.setdefault(table.strip("`").lower(), asyncio.Lock())
 
     # --- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -207,7 +230,8 @@ class DuckDBWarehouse(DuckDBCatalog, Warehouse):
 
     async def execute(self, sql: str, params: Params | None = None, *, options: QueryOptions | None = None) -> int:
         self._observe(sql)
-        _, affected = await self._with_cursor(lambda c: _run(c, sql, params))
+        async with self._dml_lock(_mutated_table(sql)):
+            _, affected = await self._with_cursor(lambda c: _run(c, sql, params))
         return affected
 
     async def check_query(self, sql: str, params: Params | None = None) -> None:
@@ -253,7 +277,8 @@ class DuckDBWarehouse(DuckDBCatalog, Warehouse):
                 raise
             return ReplaceResult(inserted, rows, source_rows=source)
 
-        return await self._with_cursor(replace)
+        async with self._dml_lock(destination.sql):
+            return await self._with_cursor(replace)
 
     async def estimate(
         self, sql: str, params: Params | None = None, *, options: QueryOptions | None = None

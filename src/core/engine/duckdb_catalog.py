@@ -4,6 +4,7 @@ the table's comment and ``drop_expired_tables`` honours it)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,7 +14,7 @@ import duckdb
 
 from src.core.engine.schema import Schema, SchemaField, TableOptions
 from src.core.engine.sql import TableRef, check_identifier
-from src.core.errors import TerminalWarehouseError
+from src.core.errors import TerminalWarehouseError, TransientWarehouseError
 
 T = TypeVar("T")
 EXPIRES_COMMENT = "convergence:expires_at="  # table comment that stands for BigQuery's table expiration
@@ -35,6 +36,19 @@ class DuckDBCatalog:
         """Run native DuckDB SQL (catalog queries of this module only)."""
         return await self._with_cursor(lambda c: c.execute(sql, list(args)).fetchall())
 
+    async def _create(self, ddl: str) -> bool:
+        """``CREATE … IF NOT EXISTS``: True if this call created it. Two creators of one object at
+        once meet DuckDB's catalog write-write conflict; the loser's retry finds it there."""
+        for attempt in range(5):
+            try:
+                await self._fetch(ddl)
+                return attempt == 0
+            except TransientWarehouseError:
+                if attempt == 4:
+                    raise
+                await asyncio.sleep(0.02 * 2**attempt)
+        return False  # pragma: no cover
+
     async def dataset_exists(self, dataset: str) -> bool:
         rows = await self._fetch(
             "SELECT 1 FROM information_schema.schemata WHERE catalog_name = ? AND schema_name = ?",
@@ -48,8 +62,7 @@ class DuckDBCatalog:
     ) -> bool:
         if await self.dataset_exists(dataset):
             return False
-        await self._fetch(f"CREATE SCHEMA IF NOT EXISTS {self._schema_sql(dataset)}")
-        return True
+        return await self._create(f"CREATE SCHEMA IF NOT EXISTS {self._schema_sql(dataset)}")
 
     async def delete_dataset(self, dataset: str) -> None:
         await self._fetch(f"DROP SCHEMA IF EXISTS {self._schema_sql(dataset)} CASCADE")
@@ -76,8 +89,7 @@ class DuckDBCatalog:
         if await self.table_exists(ref):
             return False
         columns = ", ".join(_column_ddl(f) for f in schema)
-        await self._fetch(f"CREATE TABLE IF NOT EXISTS {self._table_sql(ref)} ({columns})")
-        return True
+        return await self._create(f"CREATE TABLE IF NOT EXISTS {self._table_sql(ref)} ({columns})")
 
     async def drop_table(self, ref: TableRef) -> None:
         await self._fetch(f"DROP TABLE IF EXISTS {self._table_sql(ref)}")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from src.core.blocking import BlockingCalls
 from src.core.engine.base import Warehouse
 from src.core.settings import Settings
 
 
-def build_warehouse(settings: Settings) -> Warehouse:
+def build_warehouse(settings: Settings, calls: BlockingCalls | None = None) -> Warehouse:
     if settings.warehouse == "bigquery":
         from src.core.engine.bigquery_backend import BigQueryWarehouse
 
@@ -17,6 +18,7 @@ def build_warehouse(settings: Settings) -> Warehouse:
             maximum_bytes_billed=settings.maximum_bytes_billed,
             timeout_seconds=settings.query_timeout_seconds,
             retry_deadline_seconds=settings.bigquery_retry_deadline_seconds,
+            calls=calls,
         )
     from src.core.engine.duckdb_backend import DuckDBWarehouse
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from src.core.engine.base import TypedParam
@@ -57,6 +57,35 @@ def insert_statement(
     ref: TableRef, schema: Schema, row: Mapping[str, Any], *, prefix: str = ""
 ) -> tuple[str, dict[str, TypedParam]]:
     return insert_sql(ref, list(row), prefix=prefix), typed_params(schema, row, prefix=prefix)
+
+
+def insert_rows_sql(
+    ref: TableRef, columns: list[str], count: int, *, unless: str | None = None, key: str | None = None
+) -> str:
+    """One INSERT of ``count`` rows bound as ``@r{i}_{column}`` (``rows_params``). With ``unless``
+    (a condition on the table's own columns), nothing is inserted while a row matches it; with
+    ``key`` (a column), a row is left out when the table has one with its value. Either way a
+    statement retried after a lost answer adds its rows once. An append all the same: BigQuery
+    counts INSERTs apart from mutating DML (UPDATE, DELETE, MERGE) in its per-table limits."""
+    cols = ", ".join(quote_column(c) for c in columns)
+    rows = " UNION ALL ".join(
+        "SELECT " + ", ".join(f"@r{i}_{c} AS {quote_column(c)}" for c in columns) for i in range(count)
+    )
+    guards = []
+    if unless:
+        guards.append(f"NOT EXISTS (SELECT 1 FROM {ref.sql} WHERE {unless})")
+    if key:
+        k = quote_column(key)
+        guards.append(f"NOT EXISTS (SELECT 1 FROM {ref.sql} AS t WHERE t.{k} = s.{k})")
+    where = f" WHERE {' AND '.join(guards)}" if guards else ""
+    return f"INSERT INTO {ref.sql} ({cols}) SELECT {cols} FROM ({rows}) AS s{where}"
+
+
+def rows_params(schema: Schema, rows: Sequence[Mapping[str, Any]]) -> dict[str, TypedParam]:
+    params: dict[str, TypedParam] = {}
+    for i, row in enumerate(rows):
+        params.update(typed_params(schema, row, prefix=f"r{i}_"))
+    return params
 
 
 def merge_row_sql(

@@ -143,9 +143,9 @@ class PipelineExecutor:
             state.timed_out = True
             state.error = f"pipeline timed out after {timeout:g} minutes"
             await self._walk(pipeline, run, variables, recorder, state, only_always=True)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
             state.cancelled = True
-            state.error = "run cancelled"
+            state.error = f"run cancelled {exc.args[0]}" if exc.args and exc.args[0] else "run cancelled"
             await asyncio.shield(self._after_cancel(pipeline, run, variables, recorder, state))
             raise
         await self._finish(run, state, recorder)

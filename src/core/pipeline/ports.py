@@ -12,7 +12,6 @@ from typing import Any, Protocol
 
 from src.core.engine.base import Warehouse
 from src.core.engine.repositories.orgs import OrgRepository
-from src.core.engine.repositories.runs import RunRepository
 from src.core.engine.sql import TableRef
 from src.core.errors import ServiceError
 from src.core.plans import Plans
@@ -43,7 +42,6 @@ class StepServices(Protocol):
     kms: Encryptor
     plans: Plans
     orgs: OrgRepository
-    runs: RunRepository
 
     async def warehouse_for(self, org_slug: str | None) -> Warehouse:
         """The warehouse for an org's tenant queries (its own service account where it stored one)."""

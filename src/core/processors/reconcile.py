@@ -121,8 +121,9 @@ def passes(source: list[Row], measured: list[Row], context: StepContext, toleran
 
 
 async def record(context: StepContext, checks: list[dict[str, Any]], *, stage: str) -> list[dict[str, Any]]:
-    """Write the DQ rows; fail the step on any difference, saying at which stage it was found."""
-    await context.services.runs.insert_dq_results(checks)
+    """Keep the DQ rows (written with the run's step logs when it ends); fail the step on any
+    difference, saying at which stage it was found."""
+    context.state.dq_results.extend(checks)
     failed = [c for c in checks if not c["passed"]]
     if failed:
         raise StepFailedError(

@@ -13,7 +13,6 @@ step log); Google's own text goes to the log only. Nothing here logs plaintext o
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from typing import Any
@@ -25,6 +24,7 @@ from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import kms
 
+from src.core.blocking import BlockingCalls, default_calls
 from src.core.errors import ServiceError, ServiceUnavailableError
 from src.core.security.kms import DecryptionError
 
@@ -63,7 +63,9 @@ class CloudKms:
         retry_timeout_seconds: float = 15.0,
         attempt_timeout_seconds: float = 10.0,
         retry_initial_seconds: float = 0.1,
+        calls: BlockingCalls | None = None,
     ) -> None:
+        self._calls = calls or default_calls()
         if not KEY_NAME_RE.fullmatch(key_name):
             raise ServiceError(
                 "KMS_KEY_NAME must look like projects/P/locations/L/keyRings/R/cryptoKeys/K", code="config_error"
@@ -89,7 +91,7 @@ class CloudKms:
     async def _call(self, fn: Any, request: dict[str, Any], failure: type[ServiceError]) -> Any:
         what = "decrypt" if failure is DecryptionError else "encrypt"
         try:
-            return await asyncio.to_thread(fn, request=request, retry=self._retry, timeout=self._attempt_timeout)
+            return await self._calls.run(fn, request=request, retry=self._retry, timeout=self._attempt_timeout)
         except (*_TRANSIENT, gexc.RetryError) as exc:
             log.warning("Cloud KMS unavailable", extra={"kms_call": what, "error": _describe(exc)})
             raise ServiceUnavailableError("Cloud KMS is unavailable; retry shortly", code="kms_unavailable") from None
@@ -139,7 +141,7 @@ class CloudKms:
         return plaintext
 
     async def close(self) -> None:
-        await asyncio.to_thread(self._client.transport.close)
+        await self._calls.run(self._client.transport.close)
 
 
 def _describe(exc: BaseException) -> str:

@@ -15,6 +15,7 @@ from typing import Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from src.core.blocking import BlockingCalls
 from src.core.errors import ServiceError
 from src.core.settings import Settings
 
@@ -82,10 +83,10 @@ class LocalAesGcm:
         return None
 
 
-def build_encryptor(settings: Settings) -> Encryptor:
+def build_encryptor(settings: Settings, calls: BlockingCalls | None = None) -> Encryptor:
     """Cloud KMS when KMS_KEY_NAME is set (client imported lazily), else the local key file."""
     if settings.kms_key_name:
         from src.core.security.cloud_kms import CloudKms
 
-        return CloudKms(settings.kms_key_name, api_endpoint=settings.kms_api_endpoint)
+        return CloudKms(settings.kms_key_name, api_endpoint=settings.kms_api_endpoint, calls=calls)
     return LocalAesGcm(settings.local_kms_key_path)

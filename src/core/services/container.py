@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from src.core.blocking import BlockingCalls
 from src.core.engine.base import RetryPolicy, Warehouse
 from src.core.engine.catalog import CentralCatalog
 from src.core.engine.factory import build_warehouse
@@ -106,7 +107,8 @@ def build_services(settings: Settings, *, metrics: Metrics | None = None) -> Ser
     store = PipelineStore(settings.configs_dir, registry)
     validate_all(settings.configs_dir, registry, store=store)
     catalog = CentralCatalog(settings.configs_dir, settings.gcp_project_id)
-    warehouse = build_warehouse(settings)
+    calls = BlockingCalls(settings.google_client_threads)  # Google client calls: a bounded pool of their own
+    warehouse = build_warehouse(settings, calls)
     metrics = metrics or Metrics()
     warehouse.observe_statement = metrics.count_statement
     retry = RetryPolicy(settings.warehouse_retry_attempts, settings.warehouse_retry_base_seconds)
@@ -115,7 +117,7 @@ def build_services(settings: Settings, *, metrics: Metrics | None = None) -> Ser
         warehouse=warehouse,
         catalog=catalog,
         plans=Plans(settings.configs_dir),
-        kms=build_encryptor(settings),
+        kms=build_encryptor(settings, calls),
         key_cache=KeyCache(settings.key_cache_ttl_seconds),
         org_cache=TtlCache(settings.key_cache_ttl_seconds),
         org_json=TtlCache(settings.key_cache_ttl_seconds),

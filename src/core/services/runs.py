@@ -6,17 +6,26 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
+from src.core.engine.repositories.quotas import ActiveRun
 from src.core.engine.repositories.runs import NewRun
-from src.core.errors import ConflictError, NotFoundError, PermissionDeniedError, ValidationFailedError
+from src.core.errors import (
+    ConflictError,
+    NotFoundError,
+    PermissionDeniedError,
+    TransientWarehouseError,
+    ValidationFailedError,
+)
 from src.core.pipeline.loader import LoadedPipeline
 from src.core.pipeline.variables import Window, build_variables, resolve_window
 from src.core.placeholders import placeholders
-from src.core.run_types import RunInfo
+from src.core.run_types import ACTIVE_RUN_STATES, RunInfo
 from src.core.services.billing_source import require_owned_source
 from src.core.services.notifications import RunNotifier
 from src.core.services.orgs import get_org
@@ -51,6 +60,7 @@ class RunService:
     def __init__(self, services: Services) -> None:
         self._s = services
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._recorders: dict[str, CentralRunRecorder] = {}
         self._heartbeat: asyncio.Task[None] | None = None
         self._notifier = RunNotifier(services)
 
@@ -86,8 +96,7 @@ class RunService:
             queue_item_id=queue_item_id,
             quota_usage_date=today,
         )
-        async with s.locks.hold(f"admit:{org_slug}"):
-            await self._admit(new_run, today)
+        await self._admit(new_run, today)
         run = RunInfo(
             pipeline_logging_id=run_id,
             pipeline_id=pipeline_id,
@@ -134,24 +143,37 @@ class RunService:
         return run_id, trigger, window, pipeline_id, variables
 
     async def _admit(self, new_run: NewRun, today: date) -> None:
-        """409 (overlapping run) before 429 (quota); a refused run consumes nothing."""
+        """One guarded UPDATE of the org's quota row takes the slot (limits and overlapping windows
+        checked in the same statement, so no lock is needed on any instance), then the run row is
+        appended. Refused: 409 for an overlapping run before 429 for a quota; a refused run, or one
+        whose row could not be written, consumes nothing."""
         s = self._s
-        running = await s.runs.find_overlap(new_run)
-        if running is not None:
-            raise _overlap(new_run, running)
-        if not await s.quotas.reserve(new_run.org_slug, today):
+        slot = ActiveRun(
+            run_id=new_run.pipeline_logging_id,
+            pipeline_path=new_run.pipeline_path,
+            start_date=new_run.start_date,
+            end_date=new_run.end_date,
+            owner_instance=new_run.owner_instance,
+        )
+        for _ in range(3):  # a slot freed between the refusal and the read of why: try again
+            if await s.quotas.admit(new_run.org_slug, slot, today):
+                break
             usage = await s.quotas.usage(new_run.org_slug, today)
             if usage is None:
                 raise NotFoundError(f"organization {new_run.org_slug!r} not found", code="org_not_found")
-            raise quota_refusal(usage, today=today, concurrent_retry_after=s.settings.quota_retry_after_seconds)
+            window = (slot.pipeline_path, slot.start_date, slot.end_date)
+            running = next((a for a in usage.active if a.overlaps(*window)), None)
+            if running is not None:
+                raise _overlap(new_run, running.run_id)
+            if usage.refuses():
+                raise quota_refusal(usage, today=today, concurrent_retry_after=s.settings.quota_retry_after_seconds)
+        else:
+            raise TransientWarehouseError("could not take a run slot: the quota row kept changing; retry")
         try:
-            admission = await s.runs.admit(new_run)
+            await s.runs.insert(new_run)
         except BaseException:  # the run was not accepted: it consumes nothing
-            await asyncio.shield(s.quotas.unreserve(new_run.org_slug, today))
+            await asyncio.shield(s.quotas.refund(new_run.org_slug, new_run.pipeline_logging_id, today))
             raise
-        if not admission.admitted:  # another instance admitted an overlapping run in between
-            await s.quotas.unreserve(new_run.org_slug, today)
-            raise _overlap(new_run, admission.conflicting_run_id)
 
     async def _billing_table(self, pipeline: LoadedPipeline, org_slug: str, profile: dict[str, Any]) -> str | None:
         needed = any("billing_export_table" in placeholders(step.config) for step in pipeline.spec.steps)
@@ -172,7 +194,8 @@ class RunService:
         )
 
     async def _execute(self, pipeline: LoadedPipeline, run: RunInfo, variables: dict[str, Any]) -> None:
-        recorder = CentralRunRecorder(self._s.runs, self._s.quotas, self._s.settings.instance_id)
+        recorder = CentralRunRecorder(self._s.runs, self._s.quotas)
+        self._recorders[run.pipeline_logging_id] = recorder
         try:
             result = await self._s.executor.run(pipeline, run, variables, recorder)
             self._s.metrics.run_ended(pipeline.path, result.status)
@@ -198,10 +221,11 @@ class RunService:
                     org_slug=run.org_slug or "",
                     status="FAILED",
                     error=f"internal error: {type(exc).__name__}",
-                    from_states=("PENDING", "RUNNING"),
                 )
             except Exception:
                 log.exception("could not mark crashed run FAILED")
+        finally:
+            self._recorders.pop(run.pipeline_logging_id, None)
 
     # --- reads -----------------------------------------------------------------------------
     async def get(self, run_id: str, caller_org: str | None) -> dict[str, Any]:
@@ -211,6 +235,10 @@ class RunService:
         org = run["org_slug"]
         result = _public_run(run)
         result["steps"] = [_public_step(s) for s in await self._s.runs.steps(run_id, org)]
+        if not result["steps"] and run["status"] in ACTIVE_RUN_STATES:  # its steps so far
+            live = self._recorders.get(run_id)
+            progress = live.progress() if live is not None else run.get("progress")  # else: as of its last heartbeat
+            result["steps"] = json.loads(progress) if progress else []
         result["dq_results"] = await self._s.runs.dq_results(run_id, org)
         return result
 
@@ -222,17 +250,43 @@ class RunService:
         )
         return [_public_run(r) for r in rows]
 
+    # --- cancel ----------------------------------------------------------------------------
+    async def cancel(self, run_id: str, caller_org: str | None, *, by: str) -> dict[str, Any]:
+        """Ask for an active run to be cancelled. This instance cancels its own run at once; the
+        owner of a run elsewhere does at its next heartbeat. The run reads CANCELLED once its
+        steps' warehouse jobs are cancelled or done, never before (202 until then)."""
+        run = await self._s.runs.get(run_id, caller_org)
+        if run is None:
+            raise NotFoundError(f"run {run_id!r} not found", code="run_not_found")
+        if run["status"] not in ACTIVE_RUN_STATES:
+            raise ConflictError(
+                f"run {run_id} has already ended ({run['status']})",
+                code="run_not_active",
+                details={"status": run["status"]},
+            )
+        task = self._tasks.get(run_id)
+        if task is not None:  # ours: cancel it now (its warehouse jobs are cancelled and awaited)
+            task.cancel(msg=f"by {by}")
+            await self.wait_finished(run_id, timeout=self._s.settings.cancel_wait_seconds)
+        else:  # another instance's: it cancels the run at its next heartbeat
+            await self._s.runs.request_cancel(run_id, run["org_slug"], by=by)
+        current = await self._s.runs.get(run_id, caller_org)
+        status = current["status"] if current else run["status"]
+        return {"pipeline_logging_id": run_id, "status": status, "cancel_requested": True}
+
     # --- lifecycle -------------------------------------------------------------------------
     async def recover_orphans(self, *, at_start: bool = False) -> int:
-        """Mark runs whose owner is gone FAILED ("owner lost") and give back their slots.
-        ``at_start``: called by the lifespan before the service takes requests."""
+        """Mark runs whose owner is gone FAILED ("owner lost") and give back slots nobody holds.
+        Reads first; writes only for what it finds (guarded, so instances sweeping at once end a
+        run and return a slot once). Called every half lease by each instance's heartbeat loop
+        and by the lifespan (``at_start``) before the service takes requests."""
         s = self._s
         if not await s.warehouse.table_exists(s.catalog.ref("org_meta_pipeline_runs")):
             return 0  # not bootstrapped yet
         orphans = await s.runs.orphaned(
             owner=s.settings.instance_id,
             lease_seconds=s.settings.run_lease_seconds,
-            all_active=s.warehouse.capabilities.single_process,
+            all_active=at_start and s.warehouse.capabilities.single_process,
             live_ids=list(self._tasks),
         )
         recovered = 0
@@ -250,18 +304,20 @@ class RunService:
                 org_slug=run["org_slug"],
                 status="FAILED",
                 error=reason,
-                from_states=("PENDING", "RUNNING"),
             )
             if ended:
                 recovered += 1
                 s.metrics.run_ended(str(run["pipeline_path"]), "FAILED")
         if recovered:
             log.warning("recovered orphaned runs", extra={"count": recovered})
-        # Recount slots from the runs table for orgs with no admission in flight. Only
-        # at the start of a single-process backend can nothing be in flight; later, an admission
-        # sits between its slot reservation and its run row, and a recount then would free its slot.
+        # Slots held by runs that ended (a process died between ending a run and giving its slot
+        # back) or that were never recorded (died between admission and the run row).
         quiet = 0.0 if at_start and s.warehouse.capabilities.single_process else s.settings.run_lease_seconds
-        await s.quotas.resync_concurrent(quiet_seconds=quiet)
+        for org_slug, run_id, day, recorded in await s.quotas.stale_slots(older_than_seconds=quiet):
+            if recorded:
+                await s.quotas.release(org_slug, run_id)
+            else:
+                await s.quotas.refund(org_slug, run_id, day)
         # Staging tables of runs that died stay no longer than their expiry (where the warehouse
         # does not expire tables itself).
         if await s.warehouse.drop_expired_tables():
@@ -272,15 +328,34 @@ class RunService:
         self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name="run-heartbeat")
 
     async def _heartbeat_loop(self) -> None:
+        """Every ``HEARTBEAT_SECONDS``: ``beat``. Every half lease (jittered, so instances spread
+        out): ``recover_orphans`` — two reads, and writes only for what they find."""
         s = self._s
+        sweep_every = max(s.settings.run_lease_seconds / 2, s.settings.heartbeat_seconds)
+        next_sweep = time.monotonic() + random.uniform(0.5, 1.0) * sweep_every
         while True:
             await asyncio.sleep(s.settings.heartbeat_seconds)
             try:
-                if self._tasks:
-                    await s.runs.heartbeat(s.settings.instance_id, list(self._tasks))
-                await self.recover_orphans()
+                await self.beat()
+                if time.monotonic() >= next_sweep:
+                    next_sweep = time.monotonic() + random.uniform(0.75, 1.25) * sweep_every
+                    await self.recover_orphans()
             except Exception:
                 log.exception("heartbeat failed")
+
+    async def beat(self) -> None:
+        """One heartbeat of this instance: one UPDATE for all the runs it executes (their
+        heartbeat and progress), and one read of which of them someone asked to cancel."""
+        s = self._s
+        progress = {run_id: r.progress() for run_id, r in list(self._recorders.items()) if run_id in self._tasks}
+        if not progress:
+            return
+        await s.runs.heartbeat(s.settings.instance_id, progress)
+        for run_id in await s.runs.cancel_requested(s.settings.instance_id, list(progress)):
+            task = self._tasks.get(run_id)
+            if task is not None:
+                log.info("cancelling a run on request", extra={"pipeline_logging_id": run_id})
+                task.cancel(msg="on request")
 
     async def shutdown(self) -> None:
         if self._heartbeat:
@@ -315,7 +390,8 @@ def _overlap(run: NewRun, running_id: str | None) -> ConflictError:
 
 
 def _public_run(row: dict[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in row.items() if k not in {"owner_instance", "heartbeat_at", "quota_released", "request_id"}}
+    hidden = {"owner_instance", "heartbeat_at", "quota_released", "request_id", "progress"}
+    out = {k: v for k, v in row.items() if k not in hidden}
     if isinstance(out.get("parameters"), str):
         out["parameters"] = json.loads(out["parameters"])
     return out

@@ -55,12 +55,27 @@ def relative_window(value: str, due_date: date) -> Window:
     return Window(end - timedelta(days=days - 1), end)
 
 
-def run_parameters(stored: Mapping[str, Any], due_time: datetime) -> dict[str, Any]:
-    """The run request of one due time: declared parameters + the window resolved to dates."""
+def run_parameters(
+    stored: Mapping[str, Any],
+    due_time: datetime,
+    *,
+    first_due: datetime | None = None,
+    max_days: int | None = None,
+) -> dict[str, Any]:
+    """The run request of one due time: declared parameters + the window resolved to dates. With
+    ``first_due`` (the first of several missed due times), the window runs from that due date's
+    window start to ``due_time``'s window end — one catch-up run covers every missed day — at most
+    ``max_days`` long, keeping the latest days."""
     params = {k: v for k, v in stored.items() if k != WINDOW_KEY}
     if stored.get(WINDOW_KEY) is not None:
-        window = relative_window(str(stored[WINDOW_KEY]), due_time.astimezone(UTC).date())
-        params.update(start_date=window.start_date.isoformat(), end_date=window.end_date.isoformat())
+        relative = str(stored[WINDOW_KEY])
+        window = relative_window(relative, due_time.astimezone(UTC).date())
+        start = window.start_date
+        if first_due is not None and first_due < due_time:
+            start = min(start, relative_window(relative, first_due.astimezone(UTC).date()).start_date)
+        if max_days is not None:
+            start = max(start, window.end_date - timedelta(days=max_days - 1))
+        params.update(start_date=start.isoformat(), end_date=window.end_date.isoformat())
     return params
 
 

@@ -119,8 +119,7 @@ class SetupService:
 
     async def onboard(self, body: dict[str, Any]) -> dict[str, Any]:
         org_slug, params, extra = _split(body)
-        async with self._s.locks.hold(f"onboard:{org_slug}"):
-            return await self._run(ONBOARDING, org_slug=org_slug, params=params, extra=extra)
+        return await self._run(ONBOARDING, org_slug=org_slug, params=params, extra=extra)
 
 
 def _split(body: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]]:

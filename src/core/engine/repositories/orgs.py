@@ -98,10 +98,11 @@ class OrgRepository:
 
         The profile is written last, with a MERGE on ``org_slug``: it is what makes the org exist
         (keys only authenticate through it). Rows written before it are idempotent (MERGEs keyed by
-        org) or compensated (the new key is revoked if the profile cannot be written), so a failure
-        halfway leaves no usable half-org and a retry completes it. Of two concurrent onboardings of
-        one slug, only one profile MERGE inserts (BigQuery queues mutating DML on a table; on
-        DuckDB the service also holds a per-slug lock): the other gets 409.
+        org that never overwrite) or compensated (the new key is revoked if the profile cannot be
+        written), so a failure halfway leaves no usable half-org and a retry completes it. Of
+        concurrent onboardings of one slug, on any number of instances, one profile MERGE inserts
+        (concurrent MERGEs of one table conflict and the loser's retry matches the winner's row):
+        that one sets the plan's limits, every other gets 409 and revokes its key.
         """
         now = datetime.now(UTC)
         run = self._wh.execute
@@ -154,16 +155,12 @@ class OrgRepository:
         }
         if await self.exists(org.org_slug):
             raise ConflictError(f"organization {org.org_slug!r} already exists", code="org_exists")
-        limits = ["daily_limit", "monthly_limit", "concurrent_limit", "updated_at"]
-        await run(
-            merge_row_sql(self._cat.ref("org_usage_quotas"), list(quota), keys=["org_slug"], update=limits),
+        wrote_quota = await run(
+            merge_row_sql(self._cat.ref("org_usage_quotas"), list(quota), keys=["org_slug"]),
             typed_params(self._cat.schema("org_usage_quotas"), quota),
         )
-        plan_cols = ["plan_name", "daily_run_limit", "monthly_run_limit", "concurrent_run_limit"]
-        await run(
-            merge_row_sql(
-                self._cat.ref("org_subscriptions"), list(subscription), keys=["org_slug", "status"], update=plan_cols
-            ),
+        wrote_plan = await run(
+            merge_row_sql(self._cat.ref("org_subscriptions"), list(subscription), keys=["org_slug", "status"]),
             typed_params(self._cat.schema("org_subscriptions"), subscription),
         )
         await run(*insert_statement(self._cat.ref("org_api_keys"), self._cat.schema("org_api_keys"), key_row))
@@ -181,6 +178,34 @@ class OrgRepository:
         if created != 1:
             await self._revoke_key(org.org_slug, key.key_id, "concurrent onboarding of the same organization")
             raise ConflictError(f"organization {org.org_slug!r} already exists", code="org_exists")
+        # The winner's plan, whichever request wrote the quota and subscription rows first (a
+        # loser, or an earlier attempt that failed halfway with another plan).
+        if not (wrote_quota and wrote_plan):
+            await self._set_plan_limits(org)
+
+    async def _set_plan_limits(self, org: NewOrg) -> None:
+        limits = {"org_slug": org.org_slug, "daily": org.daily_limit, "monthly": org.monthly_limit,
+                  "concurrent": org.concurrent_limit}  # fmt: skip
+        await self._wh.execute(
+            f"""
+            UPDATE {self._quotas}
+            SET daily_limit = @daily, monthly_limit = @monthly, concurrent_limit = @concurrent
+            WHERE org_slug = @org_slug
+              AND (daily_limit != @daily OR monthly_limit != @monthly OR concurrent_limit != @concurrent)
+            """,
+            limits,
+        )
+        await self._wh.execute(
+            f"""
+            UPDATE {self._subs}
+            SET plan_name = @plan, daily_run_limit = @daily, monthly_run_limit = @monthly,
+                concurrent_run_limit = @concurrent
+            WHERE org_slug = @org_slug AND status = 'ACTIVE'
+              AND (plan_name != @plan OR daily_run_limit != @daily OR monthly_run_limit != @monthly
+                   OR concurrent_run_limit != @concurrent)
+            """,
+            {**limits, "plan": org.subscription_plan},
+        )
 
     async def _revoke_key(self, org_slug: str, key_id: str, reason: str) -> None:
         await self._wh.execute(

@@ -1,10 +1,11 @@
 """Pipeline runs, step logs and data-quality results (central tables).
 
-Rows that change later (runs, steps) are written with DML, never streaming inserts, and every
-state change is one guarded statement (``... WHERE status = @from``). Admission of a run is one
-MERGE that inserts the PENDING row only if no overlapping run of the same pipeline is active:
-mutating DML (BigQuery queues mutating DML per table; the service also holds a per-org lock, which
-is all DuckDB needs).
+A run costs at most three mutating statements on the central tables, from admission to end
+(BigQuery runs 2 mutating DML statements per table at a time and queues 20): the guarded UPDATE of
+the org's quota row that admits it (``QuotaRepository.admit``), the one that releases its slot, and
+the guarded final UPDATE of its run row here. The run row itself is INSERTed (append) when the run
+is admitted, already RUNNING; step logs and DQ results are append-only facts, INSERTed once per run,
+batched, when it ends. The heartbeat is one UPDATE per instance and interval for all its runs.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 from src.core.engine.base import RetryPolicy, TypedParam, Warehouse, with_retries
 from src.core.engine.catalog import CentralCatalog
-from src.core.engine.rows import insert_statement, typed_params
+from src.core.engine.rows import insert_rows_sql, rows_params
 from src.core.run_types import JobStats, RunInfo, StepOutcome, StepRef
 
 
@@ -38,12 +39,6 @@ class NewRun:
     quota_usage_date: date | None = None  # the UTC day its quota slot was taken (None: holds none)
 
 
-@dataclass(frozen=True, slots=True)
-class Admission:
-    admitted: bool
-    conflicting_run_id: str | None = None
-
-
 def _json(value: Any) -> str:
     return json.dumps(value, default=str, separators=(",", ":"), sort_keys=True)
 
@@ -61,78 +56,29 @@ class RunRepository:
         self._retry = retry
 
     # --- admission and transitions ---------------------------------------------------------
-    async def admit(self, run: NewRun) -> Admission:
+    async def insert(self, run: NewRun) -> None:
+        """The run's row, RUNNING from the start (its slot is already taken: QuotaRepository.admit)."""
+        now = datetime.now(UTC)
         row = {
             "pipeline_logging_id": run.pipeline_logging_id,
             "org_slug": run.org_slug,
             "pipeline_id": run.pipeline_id,
             "pipeline_path": run.pipeline_path,
-            "status": "PENDING",
+            "status": "RUNNING",
             "trigger_by": run.trigger_by,
             "parameters": _json(run.parameters),
             "start_date": run.start_date,
             "end_date": run.end_date,
             "owner_instance": run.owner_instance,
-            "heartbeat_at": datetime.now(UTC),
+            "heartbeat_at": now,
+            "started_at": now,
             "quota_usage_date": run.quota_usage_date,
-            "quota_released": False,
             "request_id": run.request_id,
             "schedule_id": run.schedule_id,
             "queue_item_id": run.queue_item_id,
-            "created_at": datetime.now(UTC),
+            "created_at": now,
         }
-        params: dict[str, Any] = dict(typed_params(self._cat.schema("org_meta_pipeline_runs"), row, prefix="r_"))
-        columns = ", ".join(row)
-        source = ", ".join(f"@r_{c} AS {c}" for c in row)
-        values = ", ".join(f"s.{c}" for c in row)
-        # One guarded statement: insert unless an active run of this pipeline overlaps the window.
-        guarded_insert = f"""
-            MERGE {self._runs} AS t
-            USING (SELECT {source}) AS s
-            ON t.org_slug = s.org_slug AND t.pipeline_path = s.pipeline_path
-               AND t.status IN ('PENDING', 'RUNNING')
-               AND IFNULL(t.start_date, DATE '0001-01-01') <= IFNULL(s.end_date, DATE '9999-12-31')
-               AND IFNULL(t.end_date, DATE '9999-12-31') >= IFNULL(s.start_date, DATE '0001-01-01')
-            WHEN NOT MATCHED THEN INSERT ({columns}) VALUES ({values})
-        """
-
-        async def attempt() -> int:
-            return await self._wh.execute(guarded_insert, params)
-
-        if await with_retries(attempt, what="admit run", policy=self._retry) == 1:
-            return Admission(True)
-        return Admission(False, await self.find_overlap(run))
-
-    async def mark_running(self, run: RunInfo, owner: str) -> bool:
-        sql = f"""
-            UPDATE {self._runs}
-            SET status = 'RUNNING', started_at = CURRENT_TIMESTAMP(), heartbeat_at = CURRENT_TIMESTAMP(),
-                owner_instance = @owner
-            WHERE pipeline_logging_id = @id AND org_slug = @org_slug AND status = 'PENDING'
-        """
-        params = {"id": run.pipeline_logging_id, "org_slug": run.org_slug, "owner": owner}
-        # Guarded, so safe to retry after a conflict (e.g. with the heartbeat touching the same row).
-        changed = await with_retries(lambda: self._wh.execute(sql, params), what="mark running", policy=self._retry)
-        return changed == 1
-
-    async def claim_slot_release(
-        self, *, pipeline_logging_id: str, org_slug: str, from_states: tuple[str, ...]
-    ) -> bool:
-        """Mark an active run's concurrent slot as given back, once: True only for the call that
-        flipped the flag (that caller then decrements the counter). Done before the final state, so
-        a run that reads as ended never still holds a slot."""
-        sql = f"""
-            UPDATE {self._runs}
-            SET quota_released = TRUE
-            WHERE pipeline_logging_id = @id AND org_slug = @org_slug AND status IN UNNEST(@from_states)
-              AND quota_usage_date IS NOT NULL AND NOT IFNULL(quota_released, FALSE)
-        """
-        params = {
-            "id": pipeline_logging_id,
-            "org_slug": org_slug,
-            "from_states": TypedParam("ARRAY<STRING>", list(from_states)),
-        }
-        return await with_retries(lambda: self._wh.execute(sql, params), what="claim slot", policy=self._retry) == 1
+        await self._insert_rows(self._runs_ref, "org_meta_pipeline_runs", [row], "insert run", unless=_OF_RUN)
 
     async def finish(
         self,
@@ -143,7 +89,7 @@ class RunRepository:
         error: str | None,
         failed_step: str | None,
         rows_processed: int,
-        from_states: tuple[str, ...] = ("RUNNING",),
+        from_states: tuple[str, ...] = ("PENDING", "RUNNING"),
         stats: JobStats | None = None,
     ) -> bool:
         """Final state, guarded: only from an active state. True if this call ended the run."""
@@ -174,25 +120,6 @@ class RunRepository:
 
         return await with_retries(finish_run, what="finish run", policy=self._retry) == 1
 
-    async def find_overlap(self, run: NewRun) -> str | None:
-        """The id of an active run of the same pipeline whose window overlaps ``run``'s."""
-        rows = await self._wh.query(
-            f"""
-            SELECT pipeline_logging_id FROM {self._runs}
-            WHERE org_slug = @org_slug AND pipeline_path = @path AND status IN ('PENDING', 'RUNNING')
-              AND IFNULL(start_date, DATE '0001-01-01') <= IFNULL(@end_date, DATE '9999-12-31')
-              AND IFNULL(end_date, DATE '9999-12-31') >= IFNULL(@start_date, DATE '0001-01-01')
-            ORDER BY created_at LIMIT 1
-            """,
-            {
-                "org_slug": run.org_slug,
-                "path": run.pipeline_path,
-                "start_date": TypedParam("DATE", run.start_date),
-                "end_date": TypedParam("DATE", run.end_date),
-            },
-        )
-        return str(rows[0]["pipeline_logging_id"]) if rows else None
-
     async def warehouse_usage(self, org_slug: str, since: datetime) -> dict[str, Any]:
         """Bytes processed and billed and slot milliseconds of the org's runs created since
         ``since`` (NULL sums where no run reported any: DuckDB)."""
@@ -214,13 +141,23 @@ class RunRepository:
         )
         return int(rows[0]["n"]) if rows else 0
 
-    async def heartbeat(self, owner: str, live_ids: list[str]) -> int:
-        """Refresh the heartbeat of the runs this instance is executing right now (only those)."""
+    async def heartbeat(self, owner: str, progress: dict[str, str]) -> int:
+        """One UPDATE for every run this instance is executing right now (only those): the
+        heartbeat, and each run's ``progress`` (run id -> JSON of its steps so far)."""
+        params: dict[str, Any] = {"owner": owner, "ids": TypedParam("ARRAY<STRING>", list(progress))}
+        cases = []
+        for i, (run_id, value) in enumerate(progress.items()):
+            params[f"id{i}"], params[f"p{i}"] = run_id, value
+            cases.append(f"WHEN @id{i} THEN @p{i}")
         return await self._wh.execute(
-            f"UPDATE {self._runs} SET heartbeat_at = CURRENT_TIMESTAMP() "
-            "WHERE owner_instance = @owner AND status IN ('PENDING', 'RUNNING') "
-            "AND pipeline_logging_id IN UNNEST(@ids)",
-            {"owner": owner, "ids": TypedParam("ARRAY<STRING>", live_ids)},
+            f"""
+            UPDATE {self._runs}
+            SET heartbeat_at = CURRENT_TIMESTAMP(),
+                progress = CASE pipeline_logging_id {" ".join(cases)} ELSE progress END
+            WHERE owner_instance = @owner AND status IN ('PENDING', 'RUNNING')
+              AND pipeline_logging_id IN UNNEST(@ids)
+            """,
+            params,
         )
 
     async def orphaned(
@@ -232,8 +169,7 @@ class RunRepository:
         cutoff = datetime.now(UTC) - timedelta(seconds=lease_seconds)
         return await self._wh.query(
             f"""
-            SELECT pipeline_logging_id, org_slug, pipeline_path, status, owner_instance, quota_usage_date,
-                   quota_released
+            SELECT pipeline_logging_id, org_slug, pipeline_path, status, owner_instance, quota_usage_date
             FROM {self._runs}
             WHERE status IN ('PENDING', 'RUNNING')
               AND (
@@ -249,6 +185,34 @@ class RunRepository:
                 "live": TypedParam("ARRAY<STRING>", live_ids),
             },
         )
+
+    async def request_cancel(self, pipeline_logging_id: str, org_slug: str, *, by: str) -> bool:
+        """Mark an active run for cancellation (guarded: once, only while it is active)."""
+        changed = await with_retries(
+            lambda: self._wh.execute(
+                f"""
+                UPDATE {self._runs} SET cancel_requested_at = CURRENT_TIMESTAMP(), cancel_requested_by = @by
+                WHERE pipeline_logging_id = @id AND org_slug = @org_slug AND status IN ('PENDING', 'RUNNING')
+                  AND cancel_requested_at IS NULL
+                """,
+                {"id": pipeline_logging_id, "org_slug": org_slug, "by": by},
+            ),
+            what="request cancel",
+            policy=self._retry,
+        )
+        return changed == 1
+
+    async def cancel_requested(self, owner: str, live_ids: list[str]) -> list[str]:
+        """Which of this instance's live runs someone asked to cancel (read by the heartbeat)."""
+        rows = await self._wh.query(
+            f"""
+            SELECT pipeline_logging_id FROM {self._runs}
+            WHERE owner_instance = @owner AND pipeline_logging_id IN UNNEST(@ids)
+              AND cancel_requested_at IS NOT NULL AND status IN ('PENDING', 'RUNNING')
+            """,
+            {"owner": owner, "ids": TypedParam("ARRAY<STRING>", live_ids)},
+        )
+        return [str(r["pipeline_logging_id"]) for r in rows]
 
     # --- reads ---------------------------------------------------------------------------------
     async def get(self, pipeline_logging_id: str, org_slug: str | None) -> dict[str, Any] | None:
@@ -316,75 +280,56 @@ class RunRepository:
         )
 
     # --- step logs -----------------------------------------------------------------------------
-    async def insert_step(self, run: RunInfo, step: StepRef, index: int, outcome: StepOutcome) -> str:
-        step_log_id = f"step_{secrets.token_hex(8)}"
+    async def insert_steps(self, run: RunInfo, steps: list[tuple[StepRef, int, StepOutcome]]) -> None:
+        """The run's step logs, one INSERT for all of them (written when the run ends)."""
+        if not steps:
+            return
         now = datetime.now(UTC)
-        sql, params = insert_statement(
-            self._steps_ref,
-            self._cat.schema("org_meta_step_logs"),
-            {
-                "step_logging_id": step_log_id,
-                "pipeline_logging_id": run.pipeline_logging_id,
-                "org_slug": run.org_slug or "",
-                "step_id": step.step_id,
-                "step_name": step.name or step.step_id,
-                "ps_type": step.ps_type,
-                "step_index": index,
-                "status": outcome.status,
-                "attempts": outcome.attempts,
-                "started_at": outcome.started_at,
-                "completed_at": outcome.completed_at,
-                "duration_ms": None,
-                "rows_processed": outcome.rows_processed,
-                "error_message": outcome.error,
-                "result": None,
-                "created_at": now,
-            },
-        )
-        await self._wh.execute(sql, params)
-        return step_log_id
+        rows = []
+        for step, index, outcome in steps:
+            duration = (
+                int((outcome.completed_at - outcome.started_at).total_seconds() * 1000)
+                if outcome.completed_at and outcome.started_at
+                else None
+            )
+            rows.append(
+                {
+                    "step_logging_id": f"step_{secrets.token_hex(8)}",
+                    "pipeline_logging_id": run.pipeline_logging_id,
+                    "org_slug": run.org_slug or "",
+                    "step_id": step.step_id,
+                    "step_name": step.name or step.step_id,
+                    "ps_type": step.ps_type,
+                    "step_index": index,
+                    "status": outcome.status,
+                    "attempts": outcome.attempts,
+                    "started_at": outcome.started_at,
+                    "completed_at": outcome.completed_at,
+                    "duration_ms": duration,
+                    "rows_processed": outcome.rows_processed,
+                    "bytes_processed": outcome.stats.bytes_processed,
+                    "bytes_billed": outcome.stats.bytes_billed,
+                    "slot_ms": outcome.stats.slot_ms,
+                    "error_message": outcome.error[:4000] if outcome.error else None,
+                    "result": _json(outcome.result) if outcome.result else None,
+                    "created_at": now,
+                }
+            )
+        await self._insert_rows(self._steps_ref, "org_meta_step_logs", rows, "insert step logs", unless=_OF_RUN)
 
-    async def finish_step(self, run: RunInfo, step_log_id: str, outcome: StepOutcome) -> None:
-        duration = (
-            int((outcome.completed_at - outcome.started_at).total_seconds() * 1000)
-            if outcome.completed_at and outcome.started_at
-            else None
-        )
-        await self._wh.execute(
-            f"""
-            UPDATE {self._steps}
-            SET status = @status, attempts = @attempts, completed_at = @completed_at, duration_ms = @duration,
-                rows_processed = @rows, error_message = @error, result = @result,
-                bytes_processed = @bytes_processed, bytes_billed = @bytes_billed, slot_ms = @slot_ms
-            WHERE step_logging_id = @id AND org_slug = @org_slug AND status = 'RUNNING'
-            """,
-            {
-                "id": step_log_id,
-                "org_slug": run.org_slug or "",
-                "status": outcome.status,
-                "attempts": TypedParam("INT64", outcome.attempts),
-                "completed_at": TypedParam("TIMESTAMP", outcome.completed_at),
-                "duration": TypedParam("INT64", duration),
-                "rows": TypedParam("INT64", outcome.rows_processed),
-                "error": TypedParam("STRING", outcome.error[:4000] if outcome.error else None),
-                "result": TypedParam("STRING", _json(outcome.result) if outcome.result else None),
-                "bytes_processed": TypedParam("INT64", outcome.stats.bytes_processed),
-                "bytes_billed": TypedParam("INT64", outcome.stats.bytes_billed),
-                "slot_ms": TypedParam("INT64", outcome.stats.slot_ms),
-            },
-        )
+    async def _insert_rows(
+        self, ref: Any, table: str, rows: list[dict[str, Any]], what: str, *, unless: str | None = None
+    ) -> None:
+        sql = insert_rows_sql(ref, list(rows[0]), len(rows), unless=unless)
+        params = rows_params(self._cat.schema(table), rows)
+        await with_retries(lambda: self._wh.execute(sql, params), what=what, policy=self._retry)
 
     # --- data quality --------------------------------------------------------------------------
     async def insert_dq_results(self, rows: list[dict[str, Any]]) -> None:
-        if not rows:
-            return
-        schema = self._cat.schema("org_meta_dq_results")
-        columns = list(rows[0])
-        params: dict[str, Any] = {}
-        tuples = []
-        for i, row in enumerate(rows):
-            params.update(typed_params(schema, row, prefix=f"r{i}_"))
-            tuples.append("(" + ", ".join(f"@r{i}_{c}" for c in columns) + ")")
-        await self._wh.execute(
-            f"INSERT INTO {self._dq_ref.sql} ({', '.join(columns)}) VALUES {', '.join(tuples)}", params
-        )
+        """A run's DQ results, one INSERT for all of them (written when the run ends)."""
+        if rows:
+            await self._insert_rows(self._dq_ref, "org_meta_dq_results", rows, "insert dq results", unless=_OF_RUN)
+
+
+# The guard of a run's rows (its run row, its step logs, its DQ results): none of them there yet.
+_OF_RUN = "pipeline_logging_id = @r0_pipeline_logging_id"

@@ -62,3 +62,4 @@ class SchedulerService:
 
     async def stop(self) -> None:
         await self._loop.stop()
+        await self._workers.keeper.close()

@@ -1,12 +1,13 @@
 """Queue workers: claim due items and run them, one attempt each.
 
-Queue item states (``org_pipeline_execution_queue.state``), every change one guarded statement::
+Queue item states (``org_pipeline_execution_queue.state``)::
 
     QUEUED ─┐          ┌─ a run of an earlier attempt COMPLETED ──────────► COMPLETED (no new run)
     RETRY  ─┼─claim──► RUNNING ─ run COMPLETED ─────────────────────────────► COMPLETED
             │          │  ─ run FAILED / 409 / 5xx, attempts left ──────────► RETRY  (next_attempt_at = backoff)
             │          │  ─ the same, no attempts left; or 403 / 404 / 422 ─► FAILED (last_error)
-            │          │  ─ quota 429 ──────────────────► RETRY (at the quota's reset; attempt refunded)
+            │          │  ─ quota 429 ─► RETRY at the quota's reset (attempt refunded, requeues + 1);
+            │          │                 FAILED once requeues reach QUEUE_MAX_QUOTA_REQUEUES
             │          │  ─ a run of an earlier attempt still active ──────► RETRY (backoff; refunded)
             │          │  ─ schedule paused or deleted ─────────────────────► CANCELLED
             └─claim────┘  lease expired (its worker died): claimed again, next attempt, new owner
@@ -16,13 +17,12 @@ COMPLETED, FAILED and CANCELLED are final. Checking the item's runs before start
 worker that dies (or stalls past its lease) after its run ended never causes a second run, and two
 attempts of one item never run side by side (the run admission's 409 covers the rest of the race).
 
-A claim is ``UPDATE … SET state = 'RUNNING', lease_owner = @me, lease_expires_at = … WHERE
-queue_item_id = @id AND (waiting and due, or RUNNING with an expired lease)``: affected rows == 1
-means this worker owns the attempt; every later write is guarded by ``lease_owner = @me``. While its
-run goes on, the worker renews the lease every third of ``QUEUE_LEASE_SECONDS``. Each attempt is a
-normal run through ``RunService.start`` (quotas, 409, run and step logs, notifications) with
-``trigger_by = "scheduler"``, ``schedule_id`` and ``queue_item_id``; the worker waits for the run's
-final status. Backoff: ``QUEUE_BACKOFF_BASE_SECONDS * 2^(attempt-1)``, at most
+Statements: a ``process`` call claims with ONE guarded UPDATE as many items as it has free workers
+(``QueueRepository.claim``; again when a worker frees up), under one owner token for the call; the
+instance's ``QueueKeeper`` renews all its leases in one UPDATE per interval and ends attempts in
+batches. Each attempt is a normal run through ``RunService.start`` (quotas, 409, run logs,
+notifications) with ``trigger_by = "scheduler"``, ``schedule_id`` and ``queue_item_id``; the worker
+waits for the run's final status. Backoff: ``QUEUE_BACKOFF_BASE_SECONDS * 2^(attempt-1)``, at most
 ``QUEUE_BACKOFF_MAX_SECONDS``. Scheduled runs count against quotas like any accepted run.
 """
 
@@ -31,14 +31,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import secrets
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from src.core.engine.repositories.queue import QueueRepository
+from src.core.engine.repositories.queue import Finish, QueueRepository
 from src.core.engine.repositories.schedules import ScheduleRepository
 from src.core.errors import (
     ConflictError,
@@ -47,13 +46,12 @@ from src.core.errors import (
     TooManyRequestsError,
 )
 from src.core.services.runs import Caller
+from src.core.services.scheduler.keeper import QueueKeeper
 
 if TYPE_CHECKING:
     from src.core.services.container import Services
 
 log = logging.getLogger(__name__)
-
-CANDIDATES = 20  # claim candidates read per attempt
 
 
 def _now() -> datetime:
@@ -74,27 +72,41 @@ class QueueWorkers:
         self._s = services
         self.schedules = schedules
         self.queue = queue
+        self.keeper = QueueKeeper(queue, lease_seconds=services.settings.queue_lease_seconds)
 
     # --- workers -------------------------------------------------------------------------------
     async def process(self, max_items: int) -> dict[str, Any]:
-        """Claim and run up to ``max_items`` items with ``SCHEDULER_WORKERS`` workers; answers when
+        """Claim and run up to ``max_items`` items, ``SCHEDULER_WORKERS`` at a time; answers when
         their attempts have ended."""
-        budget = max_items
+        settings = self._s.settings
+        owner = f"{settings.instance_id}/{secrets.token_hex(6)}"
+        lease = timedelta(seconds=settings.queue_lease_seconds)
+        workers = min(settings.scheduler_workers, max_items)
+        budget, exhausted = max_items, False
+        started: set[str] = set()
+        running: set[asyncio.Task[Outcome]] = set()
         outcomes: list[Outcome] = []
-
-        async def worker(number: int) -> None:
-            nonlocal budget
-            name = f"{self._s.settings.instance_id}/w{number}"
-            while budget > 0:
-                budget -= 1
-                outcome = await self._claim_and_run(name)
-                if outcome is None:
-                    budget += 1
-                    return
-                outcomes.append(outcome)
-
-        workers = min(self._s.settings.scheduler_workers, max_items)
-        await asyncio.gather(*(worker(n) for n in range(1, workers + 1)))
+        self.keeper.hold(owner)
+        try:
+            while True:
+                free = min(workers - len(running), budget)
+                if free > 0 and not exhausted:
+                    now = _now()
+                    held = await self.queue.claim(owner=owner, now=now, lease_until=now + lease, limit=free)
+                    new = [item for item in held if item["queue_item_id"] not in started]
+                    exhausted = len(new) < free  # nothing more is due now
+                    budget -= len(new)
+                    for item in new:
+                        started.add(item["queue_item_id"])
+                        running.add(asyncio.create_task(self._attempt(item, owner)))
+                if not running:
+                    break
+                done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                outcomes.extend(task.result() for task in done)
+        finally:
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
+            self.keeper.release(owner)
         by_state = dict(Counter(o.state for o in outcomes))  # LOST: the lease changed hands mid-attempt
         return {
             "processed": len(outcomes),
@@ -110,25 +122,6 @@ class QueueWorkers:
                 for o in outcomes
             ],
         }
-
-    async def _claim_and_run(self, worker: str) -> Outcome | None:
-        """Claim one item and run its attempt; None when there is nothing to claim."""
-        lease = timedelta(seconds=self._s.settings.queue_lease_seconds)
-        for _ in range(3):  # other workers may take every candidate we saw: look again, a few times
-            candidates = await self.queue.candidates(_now(), CANDIDATES)
-            if not candidates:
-                return None
-            # Spread workers over the candidates (best priority first) so they rarely race for one item.
-            random.shuffle(candidates)
-            candidates.sort(key=lambda c: -int(c["priority"]))
-            for candidate in candidates:
-                owner = f"{worker}/{secrets.token_hex(4)}"
-                now = _now()
-                if await self.queue.claim(candidate["queue_item_id"], owner=owner, now=now, lease_until=now + lease):
-                    item = await self.queue.claimed(candidate["queue_item_id"], owner)
-                    if item is not None:  # None: lost again at once (a lease shorter than a round trip)
-                        return await self._attempt(item, owner)
-        return None
 
     async def _attempt(self, item: dict[str, Any], owner: str) -> Outcome:
         schedule_id = item["schedule_id"]
@@ -147,10 +140,7 @@ class QueueWorkers:
         try:
             started = await self._start_run(item)
         except TooManyRequestsError as exc:  # a quota: wait for its reset, do not spend an attempt
-            wait = _retry_after(exc, self._s.settings.quota_retry_after_seconds)
-            return await self._end(
-                item, owner, "RETRY", f"429 {exc.code}: {exc.message}", next_at=_now() + wait, refund=True
-            )
+            return await self._requeue(item, owner, exc)
         except ServiceError as exc:
             error = f"{exc.status_code} {exc.code}: {exc.message}"
             if exc.status_code < 500 and not isinstance(exc, ConflictError):  # 403/404/422: will not get better
@@ -160,13 +150,22 @@ class QueueWorkers:
             log.exception("scheduled run could not start", extra={"queue_item_id": item["queue_item_id"]})
             return await self._retry_or_fail(item, owner, f"internal error: {type(exc).__name__}", None)
         run_id = started["pipeline_logging_id"]
-        finished = await self._wait_for_run(item, owner, run_id)
-        if finished is None:
-            return Outcome(item["queue_item_id"], "LOST", attempts, run_id, "lease lost while the run went on")
-        status, run_error = finished
+        status, run_error = await self._wait_for_run(item, run_id)
         if status == "COMPLETED":
             return await self._end(item, owner, "COMPLETED", None, run_id=run_id)
         return await self._retry_or_fail(item, owner, f"run {run_id} ended {status}: {run_error or 'no error'}", run_id)
+
+    async def _requeue(self, item: dict[str, Any], owner: str, exc: TooManyRequestsError) -> Outcome:
+        """Back in the queue at the quota's reset, a bounded number of times."""
+        requeues, limit = int(item.get("requeues") or 0), self._s.settings.queue_max_quota_requeues
+        error = f"429 {exc.code}: {exc.message}"
+        if requeues >= limit:
+            return await self._end(item, owner, "FAILED", f"{error} (waited for the quota {requeues} times)")
+        wait = _retry_after(exc, self._s.settings.quota_retry_after_seconds)
+        return await self._end(
+            item, owner, "RETRY", f"{error} (requeue {requeues + 1} of {limit})", next_at=_now() + wait,
+            refund=True, requeued=True,
+        )  # fmt: skip
 
     async def _start_run(self, item: dict[str, Any]) -> dict[str, Any]:
         parts = str(item["pipeline_path"]).split("/")
@@ -182,14 +181,9 @@ class QueueWorkers:
             queue_item_id=item["queue_item_id"],
         )
 
-    async def _wait_for_run(self, item: dict[str, Any], owner: str, run_id: str) -> tuple[str, str | None] | None:
-        """The run's final (status, error); None if this worker lost the item's lease meanwhile."""
-        lease = self._s.settings.queue_lease_seconds
-        while not await self._s.run_service.wait_finished(run_id, timeout=lease / 3):
-            until = _now() + timedelta(seconds=lease)
-            if not await self.queue.renew(item["queue_item_id"], owner=owner, lease_until=until):
-                log.warning("lost the lease of a queue item", extra={"queue_item_id": item["queue_item_id"]})
-                return None
+    async def _wait_for_run(self, item: dict[str, Any], run_id: str) -> tuple[str, str | None]:
+        """The run's final (status, error). Its lease is renewed by the keeper meanwhile."""
+        await self._s.run_service.wait_finished(run_id)
         run = await self._s.runs.get(run_id, item["org_slug"])
         if run is None:
             return "FAILED", "run row not found"
@@ -222,14 +216,12 @@ class QueueWorkers:
         run_id: str | None = None,
         next_at: datetime | None = None,
         refund: bool = False,
+        requeued: bool = False,
     ) -> Outcome:
         item_id, org_slug = item["queue_item_id"], item["org_slug"]
         attempts = int(item["attempts"] or 0) - int(refund)
-        ended = await self.queue.finish(
-            item_id, owner=owner, state=state, error=error, run_id=run_id, next_attempt_at=next_at,
-            refund_attempt=refund,
-        )  # fmt: skip
-        if not ended:
+        finish = Finish(item_id, owner, state, error, run_id, next_at, refund_attempt=refund, requeued=requeued)
+        if not await self.keeper.finish(finish):
             log.warning("queue item changed hands before its attempt ended", extra={"queue_item_id": item_id})
             return Outcome(item_id, "LOST", attempts, run_id, error)
         log.info(
@@ -237,12 +229,6 @@ class QueueWorkers:
             extra={"queue_item_id": item_id, "org_slug": org_slug, "state": state, "attempts": attempts,
                    "pipeline_logging_id": run_id, "error": error},
         )  # fmt: skip
-        if item["schedule_id"] is not None:
-            try:
-                await self.schedules.set_due_status(org_slug, item_id, status=state, run_id=run_id)
-                await self.schedules.record_outcome(org_slug, item["schedule_id"], status=state, run_id=run_id)
-            except ServiceError as exc:  # bookkeeping only: the item's own state is already written
-                log.warning("could not record a schedule's outcome", extra={"error": exc.message})
         return Outcome(item_id, state, attempts, run_id, error)
 
 
