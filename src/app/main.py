@@ -150,6 +150,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_body_bytes=settings.max_request_body_bytes,
         access_log=app.state.access_log,
         metrics=app.state.metrics,
+        trusted_proxy_hops=settings.trusted_proxy_hops,
     )
     # Routes are matched in order, one linear scan per request: the routes called most come first
     # (the org profile, the probes), then the others router by router, FastAPI's docs routes last.

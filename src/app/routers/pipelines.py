@@ -2,14 +2,17 @@ from __future__ import annotations
 
 import json
 from datetime import date
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, status
 
+from src.app.audit import audited
 from src.app.dependencies.auth import CallerDep, authorize_org
 from src.app.dependencies.services import ServicesDep
 from src.app.logging_setup import request_id_var
+from src.app.schemas.common import AUTH, BODY, ORG, PageToken, errors, limit_query
 from src.app.schemas.organizations import ORG_SLUG_PATTERN
+from src.app.schemas.runs import RunDetail, RunListResponse, RunStarted, RunStatus
 from src.core.errors import BadRequestError, ValidationFailedError
 from src.core.security import scopes
 from src.core.services.runs import Caller
@@ -17,7 +20,7 @@ from src.core.services.runs import Caller
 router = APIRouter(prefix="/api/v1/pipelines", tags=["pipelines"])
 
 Segment = Annotated[str, Path(max_length=64)]
-RunStatus = Literal["PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"]
+RunId = Annotated[str, Path(max_length=64)]
 
 _RUN_BODY = {
     "requestBody": {
@@ -32,7 +35,17 @@ _RUN_BODY = {
                 "example": {"date": "2026-11-26"},
             }
         }
-    }
+    },
+    "responses": {
+        "202": {
+            "links": {
+                "GetRun": {
+                    "operationId": "getRun",
+                    "parameters": {"pipeline_logging_id": "$response.body#/pipeline_logging_id"},
+                }
+            }
+        }
+    },
 }
 
 
@@ -42,7 +55,7 @@ async def _json_object(request: Request) -> dict[str, Any]:
         return {}
     try:
         body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         raise BadRequestError("the request body is not valid JSON", code="invalid_json") from None
     if not isinstance(body, dict):
         raise ValidationFailedError("the request body must be a JSON object", code="invalid_parameters")
@@ -53,6 +66,9 @@ async def _json_object(request: Request) -> dict[str, Any]:
     "/run/{org_slug}/{provider}/{domain}/{pipeline}",
     status_code=status.HTTP_202_ACCEPTED,
     openapi_extra=_RUN_BODY,
+    response_model=RunStarted,
+    responses=errors(*ORG, *BODY),
+    operation_id="runPipeline",
 )
 async def run_pipeline(
     org_slug: Annotated[str, Path(pattern=ORG_SLUG_PATTERN)],
@@ -63,29 +79,33 @@ async def run_pipeline(
     identity: CallerDep,
     services: ServicesDep,
 ) -> dict[str, Any]:
-    """Start ``configs/{provider}/{domain}/{pipeline}.yml`` for the org; 202 with the run id."""
+    """Start ``configs/{provider}/{domain}/{pipeline}.yml`` for the org; 202 with the run id.
+    409: a run of the pipeline with an overlapping window is running; 429: a quota is reached."""
     org = authorize_org(identity, org_slug)
     identity.require(scopes.PIPELINES_RUN)
     loaded = services.store.runnable(provider, domain, pipeline)
     params = await _json_object(request)
-    return await services.run_service.start(
-        loaded,
-        caller=Caller(org_slug=org, is_admin=identity.is_admin),
-        params=params,
-        request_id=request_id_var.get(),
-    )
+    async with audited(identity, "pipeline.run", org=org, target=loaded.path) as entry:
+        started = await services.run_service.start(
+            loaded,
+            caller=Caller(org_slug=org, is_admin=identity.is_admin),
+            params=params,
+            request_id=request_id_var.get(),
+        )
+        entry.target = f"{loaded.path} {started['pipeline_logging_id']}"
+    return started
 
 
-@router.get("/runs/{pipeline_logging_id}")
-async def get_run(
-    pipeline_logging_id: Annotated[str, Path(max_length=64)], identity: CallerDep, services: ServicesDep
-) -> dict[str, Any]:
+@router.get(
+    "/runs/{pipeline_logging_id}", response_model=RunDetail, responses=errors(*AUTH, 404), operation_id="getRun"
+)
+async def get_run(pipeline_logging_id: RunId, identity: CallerDep, services: ServicesDep) -> dict[str, Any]:
     """One run with its steps and reconciliation results. Another org's run is 404."""
     identity.require(scopes.PIPELINES_READ)
     return await services.run_service.get(pipeline_logging_id, None if identity.is_admin else identity.org_slug)
 
 
-@router.get("/runs")
+@router.get("/runs", response_model=RunListResponse, responses=errors(*AUTH, 409, 422))
 async def list_runs(
     identity: CallerDep,
     services: ServicesDep,
@@ -93,12 +113,19 @@ async def list_runs(
     pipeline: Annotated[str | None, Query(max_length=200)] = None,
     on_date: Annotated[date | None, Query(alias="date")] = None,
     org_slug: Annotated[str | None, Query(pattern=ORG_SLUG_PATTERN, description="Admin only")] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    limit: Annotated[int, limit_query(500)] = 50,
+    page_token: PageToken = None,
 ) -> dict[str, Any]:
-    """The caller's runs, newest first (the admin sees every org's, or one with ``org_slug``)."""
+    """The caller's runs, newest first, one page at a time (the admin sees every org's, or one
+    with ``org_slug``)."""
     caller_org = org_slug if identity.is_admin else authorize_org(identity, org_slug or identity.org_slug or "")
     identity.require(scopes.PIPELINES_READ)
-    runs = await services.run_service.list(
-        caller_org=caller_org, status=status_filter, pipeline=pipeline, on_date=on_date, limit=limit
+    runs, token = await services.run_service.list(
+        caller_org=caller_org,
+        status=status_filter,
+        pipeline=pipeline,
+        on_date=on_date,
+        limit=limit,
+        page_token=page_token,
     )
-    return {"runs": runs, "count": len(runs)}
+    return {"runs": runs, "count": len(runs), "next_page_token": token}

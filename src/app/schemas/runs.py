@@ -1,0 +1,80 @@
+"""Answers of the pipeline run routes."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from src.app.schemas.common import Page
+
+RunStatus = Literal["PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"]
+
+
+class RunStarted(BaseModel):
+    pipeline_logging_id: str = Field(description="The run id (UUID4).")
+    pipeline_id: str
+    status: Literal["PENDING"]
+
+
+class Run(BaseModel):
+    pipeline_logging_id: str
+    org_slug: str
+    pipeline_id: str
+    pipeline_path: str
+    status: RunStatus
+    trigger_by: str = Field(description="api, admin or scheduler.")
+    parameters: dict[str, Any]
+    start_date: date | None
+    end_date: date | None
+    started_at: datetime | None
+    completed_at: datetime | None
+    duration_ms: int | None
+    rows_processed: int | None
+    error_message: str | None
+    failed_step: str | None
+    quota_usage_date: date | None
+    schedule_id: str | None
+    queue_item_id: str | None
+    created_at: datetime
+
+
+class Step(BaseModel):
+    step_id: str
+    step_name: str | None
+    ps_type: str
+    step_index: int
+    status: str
+    attempts: int | None
+    started_at: datetime | None
+    completed_at: datetime | None
+    duration_ms: int | None
+    rows_processed: int | None
+    error_message: str | None
+    result: dict[str, Any] | None = Field(description="What the step's processor returned.")
+
+
+class DqResult(BaseModel):
+    step_id: str | None
+    check_name: str
+    target_table: str | None
+    usage_date: date | None
+    source_rows: int | None
+    dest_rows: int | None
+    source_cost: float | None
+    dest_cost: float | None
+    source_credits: float | None
+    dest_credits: float | None
+    passed: bool
+    message: str | None
+    checked_at: datetime | None
+
+
+class RunDetail(Run):
+    steps: list[Step]
+    dq_results: list[DqResult] = Field(description="Reconciliation per day: source vs destination.")
+
+
+class RunListResponse(Page):
+    runs: list[Run]
