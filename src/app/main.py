@@ -160,7 +160,41 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ours = [route for module in ROUTERS for route in module.router.routes]
     hot = [route for route in ours if getattr(route, "name", None) in HOT_ROUTES]
     app.router.routes[:] = hot + [route for route in ours if route not in hot] + docs
+    app.openapi = lambda: _openapi_with_security(app)  # type: ignore[method-assign]
     return app
+
+
+ADMIN_ONLY_PREFIXES = (
+    "/api/v1/admin",
+    "/api/v1/scheduler",
+    "/api/v1/organizations/dryrun",
+    "/api/v1/organizations/onboard",
+)
+
+
+def _openapi_with_security(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema plus the two API keys as security schemes, so /docs offers them and each
+    operation says which it takes (the keys are read from the raw headers, without a dependency
+    level per request, so FastAPI cannot infer this)."""
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    from fastapi.openapi.utils import get_openapi
+
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    schema.setdefault("components", {})["securitySchemes"] = {
+        "AdminKey": {"type": "apiKey", "in": "header", "name": "X-Admin-Key", "description": "The platform admin."},
+        "OrgKey": {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": "An organization's key."},
+    }
+    for path, operations in schema.get("paths", {}).items():
+        for operation in operations.values():
+            if path.startswith("/health"):
+                continue
+            if path == "/metrics" or path.startswith(ADMIN_ONLY_PREFIXES):
+                operation["security"] = [{"AdminKey": []}]
+            else:
+                operation["security"] = [{"AdminKey": []}, {"OrgKey": []}]
+    app.openapi_schema = schema
+    return schema
 
 
 def __getattr__(name: str) -> Any:

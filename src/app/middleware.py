@@ -93,7 +93,7 @@ class RequestContextMiddleware:
         finally:
             seconds = time.perf_counter() - started
             route = scope.get("route")
-            template: str | None = getattr(route, "path", None)
+            template: str | None = getattr(route, "path_format", None)  # converters stripped
             self._metrics.observe_request(template, scope["method"], status, seconds)
             self._access.write(
                 method=scope["method"],

@@ -182,7 +182,7 @@ def _presented_keys(request: Request) -> tuple[str | None, str | None]:
 
 async def _identify(services: Services, request: Request) -> Identity:
     admin_key, api_key = _presented_keys(request)
-    if admin_key:
+    if admin_key is not None:  # presented, even blank: it must match (never fall back to another key)
         if _admin_key_matches(services, admin_key):
             return ADMIN
         raise AuthenticationError("invalid admin key", code="invalid_admin_key")

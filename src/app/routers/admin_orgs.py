@@ -54,7 +54,7 @@ async def reactivate(org: AdminOrgDep) -> dict[str, Any]:
         return await lifecycle.set_status(org.services, org.slug, suspend=False, reason=None)
 
 
-@router.delete("/{org_slug}/api-keys/{key_id}", response_model=RevokedKeyResponse, responses=errors(*ORG))
+@router.delete("/{org_slug}/api-keys/{key_id:key_id}", response_model=RevokedKeyResponse, responses=errors(*ORG))
 async def revoke_api_key(org: AdminOrgDep, key_id: Annotated[str, Path(pattern=KEY_ID_PATTERN)]) -> dict[str, Any]:
     """Revoke one key without a replacement (even the org's last full key): at once on this
     instance, within KEY_CACHE_TTL_SECONDS on the others."""

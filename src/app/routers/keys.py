@@ -80,7 +80,7 @@ async def rotate(
     return rotated
 
 
-@router.delete("/{org_slug}/api-keys/{key_id}", response_model=RevokedKeyResponse, responses=errors(*ORG))
+@router.delete("/{org_slug}/api-keys/{key_id:key_id}", response_model=RevokedKeyResponse, responses=errors(*ORG))
 async def revoke_api_key(org: OrgWrite, key_id: KeyId) -> dict[str, Any]:
     """Revoke one key without a replacement: 401 on this instance at once, on every instance within
     KEY_CACHE_TTL_SECONDS. The org's last working full-scope key cannot be revoked by the org

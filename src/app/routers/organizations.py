@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response, status
@@ -9,7 +8,7 @@ from src.app.audit import audited
 from src.app.dependencies.auth import AdminDep, OrgRead, OrgSlugPath, OrgWrite, org_access
 from src.app.dependencies.services import ServicesDep
 from src.app.logging_setup import org_slug_var
-from src.app.schemas.common import AUTH, BODY, ORG, PageToken, errors, limit_query
+from src.app.schemas.common import AUTH, BODY, ORG, IsoDate, PageToken, errors, limit_query
 from src.app.schemas.organizations import (
     BillingSourceRequest,
     BillingSourceResponse,
@@ -84,7 +83,7 @@ def _render_profile(profile: dict[str, Any]) -> bytes:
     return OrgResponse.model_validate(profile).model_dump_json().encode()
 
 
-@router.get("/{org_slug}", response_model=OrgResponse, responses=errors(*ORG), operation_id="getOrganization")
+@router.get("/{org_slug:org}", response_model=OrgResponse, responses=errors(*ORG), operation_id="getOrganization")
 async def organization(request: Request, org_slug: OrgSlugPath) -> Response:
     """Profile, plan and limits (never key material). Admin key or the org's own key.
 
@@ -109,8 +108,8 @@ async def billing_source(org: OrgWrite, body: BillingSourceRequest) -> dict[str,
 @router.get("/{org_slug}/costs/daily", response_model=DailyCostsResponse, responses=errors(*ORG))
 async def costs_daily(
     org: OrgRead,
-    start_date: date,
-    end_date: date,
+    start_date: IsoDate,
+    end_date: IsoDate,
     group_by: Annotated[Literal["service", "project", "sku"] | None, Query()] = None,
     limit: Annotated[int, limit_query(MAX_COST_ROWS)] = DEFAULT_COST_ROWS,
     page_token: PageToken = None,

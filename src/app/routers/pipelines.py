@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, status
@@ -10,7 +9,7 @@ from src.app.audit import audited
 from src.app.dependencies.auth import CallerDep, authorize_org
 from src.app.dependencies.services import ServicesDep
 from src.app.logging_setup import request_id_var
-from src.app.schemas.common import AUTH, BODY, ORG, PageToken, errors, limit_query
+from src.app.schemas.common import AUTH, BODY, ORG, IsoDate, PageToken, errors, limit_query
 from src.app.schemas.organizations import ORG_SLUG_PATTERN
 from src.app.schemas.runs import RunDetail, RunListResponse, RunStarted, RunStatus
 from src.core.errors import BadRequestError, ValidationFailedError
@@ -111,7 +110,7 @@ async def list_runs(
     services: ServicesDep,
     status_filter: Annotated[RunStatus | None, Query(alias="status")] = None,
     pipeline: Annotated[str | None, Query(max_length=200)] = None,
-    on_date: Annotated[date | None, Query(alias="date")] = None,
+    on_date: Annotated[IsoDate | None, Query(alias="date")] = None,
     org_slug: Annotated[str | None, Query(pattern=ORG_SLUG_PATTERN, description="Admin only")] = None,
     limit: Annotated[int, limit_query(500)] = 50,
     page_token: PageToken = None,

@@ -11,10 +11,12 @@ Conventions (CLAUDE.md, "Typed answers"):
 
 from __future__ import annotations
 
+import re
+from datetime import date
 from typing import Annotated, Any
 
 from fastapi import Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from src.core.pagination import MAX_TOKEN_LENGTH
 
@@ -89,3 +91,28 @@ PageToken = Annotated[
 def limit_query(maximum: int) -> Any:
     """The ``Query`` of a list route's ``limit``: ``limit: Annotated[int, limit_query(500)] = 50``."""
     return Query(ge=1, le=maximum, description=f"Items per page (at most {maximum}).")
+
+
+def _number_not_text(value: Any) -> Any:
+    if isinstance(value, str | bool):
+        raise ValueError("must be a JSON number, not a string or a boolean")
+    return value
+
+
+# A JSON integer: 3 and 3.0 (the same number in JSON), never "3", true or 3.5. With bounds inside an
+# optional field, write them before it: Annotated[int, Field(ge=1, le=9), NUMBER_NOT_TEXT] | None.
+NUMBER_NOT_TEXT = BeforeValidator(_number_not_text)
+WholeNumber = Annotated[int, NUMBER_NOT_TEXT]
+
+
+def _iso_date_text(value: Any) -> Any:
+    if isinstance(value, str) and not _ISO_DATE.fullmatch(value):
+        raise ValueError("must be a date written YYYY-MM-DD")
+    if isinstance(value, int | float | bool):
+        raise ValueError("must be a date written YYYY-MM-DD")
+    return value
+
+
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# A date in a query string or body: exactly YYYY-MM-DD (never a number read as a timestamp).
+IsoDate = Annotated[date, BeforeValidator(_iso_date_text)]

@@ -6,14 +6,25 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal, get_args
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from starlette.convertors import StringConvertor, register_url_convertor
 
-from src.app.schemas.common import Page
+from src.app.schemas.common import Page, WholeNumber
 from src.core.security import scopes
 
 KEY_ID_PATTERN = r"^key_[0-9a-f]{16}$"
 KEY_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 _.\-]{0,63}$"
 Scope = Literal["pipelines:run", "pipelines:read", "org:read", "org:write"]
+
+
+class _KeyIdConvertor(StringConvertor):
+    """Routes write ``{key_id:key_id}``: it matches key ids only, so ``DELETE …/api-keys/rotate`` is
+    a 405 (that path exists, for POST) rather than an invalid key id."""
+
+    regex = KEY_ID_PATTERN.strip("^$")
+
+
+register_url_convertor("key_id", _KeyIdConvertor())
 assert set(get_args(Scope)) == set(scopes.ALL)  # kept in step with the catalogue
 
 
@@ -41,7 +52,7 @@ class RotateRequest(_Body):
         pattern=KEY_ID_PATTERN,
         description="The key to replace (default: the calling key; the admin must name it when the org has several).",
     )
-    grace_period_seconds: StrictInt = Field(
+    grace_period_seconds: WholeNumber = Field(
         0, ge=0, description="How long the replaced key keeps working (0 = revoked at once)."
     )
     scopes: list[Scope] | None = Field(

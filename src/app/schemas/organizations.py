@@ -6,11 +6,24 @@ from datetime import date, datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+from starlette.convertors import StringConvertor, register_url_convertor
 
 from src.app.schemas.common import Page
 from src.core.security.api_keys import ORG_SLUG_PATTERN
 
 __all__ = ["ORG_SLUG_PATTERN"]
+RESERVED_SLUGS = ("dryrun", "onboard")  # paths of their own under /api/v1/organizations
+
+
+class _OrgPathConvertor(StringConvertor):
+    """``GET /api/v1/organizations/{org_slug:org}`` never matches the reserved words, so the paths
+    ``…/dryrun`` and ``…/onboard`` serve POST only (405 with ``Allow: POST`` otherwise). Any other
+    segment still reaches the route, whose parameter validation answers 422 for a bad slug."""
+
+    regex = f"(?!(?:{'|'.join(RESERVED_SLUGS)})$)[^/]+"
+
+
+register_url_convertor("org", _OrgPathConvertor())
 TABLE_PATTERN = r"^[a-z][a-z0-9\-]{4,61}[a-z0-9]\.[A-Za-z_][A-Za-z0-9_]{0,1023}\.[A-Za-z_][A-Za-z0-9_]{0,1023}$"
 
 
@@ -33,6 +46,13 @@ class OnboardRequest(_Body):
     @classmethod
     def _upper(cls, value: str) -> str:
         return value.upper()
+
+    @field_validator("org_slug")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value in RESERVED_SLUGS:
+            raise ValueError(f"{value!r} is reserved")
+        return value
 
     @field_validator("company_name")
     @classmethod

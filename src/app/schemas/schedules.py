@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, field_validator
 
-from src.app.schemas.common import Page
+from src.app.schemas.common import NUMBER_NOT_TEXT, Page
 
 PIPELINE_PATH_PATTERN = r"^[a-z0-9_]{1,64}/[a-z0-9_]{1,64}/[a-z0-9_]{1,64}$"
 SCHEDULE_ID_PATTERN = r"^sch_[0-9a-f]{16}$"
 MAX_ATTEMPTS = 10
+Attempts = Annotated[int, Field(ge=1, le=MAX_ATTEMPTS), NUMBER_NOT_TEXT]
 MAX_PARAMETERS_BYTES = 4096  # a schedule's parameters, as stored JSON
 MAX_STARTS_AT_DAYS = 366  # starts_at within a year of now, either way
 
@@ -40,8 +41,8 @@ class ScheduleCreateRequest(_Body):
     cron_expression: str = Field(min_length=9, max_length=200, description="Five fields, e.g. '0 6 * * *'.")
     timezone: str = Field("UTC", min_length=1, max_length=64, description="IANA zone, e.g. Europe/Berlin.")
     parameters: dict[str, Any] = Field(default_factory=dict, description=_PARAMETERS)
-    is_active: bool = True
-    max_attempts: int | None = Field(None, ge=1, le=MAX_ATTEMPTS, description="Attempts per due time.")
+    is_active: StrictBool = True
+    max_attempts: Attempts | None = Field(None, description="Attempts per due time.")
     description: str | None = Field(None, max_length=500)
     starts_at: AwareDatetime | None = Field(
         None,
@@ -63,8 +64,8 @@ class ScheduleUpdateRequest(_Body):
     cron_expression: str | None = Field(None, min_length=9, max_length=200)
     timezone: str | None = Field(None, min_length=1, max_length=64)
     parameters: dict[str, Any] | None = Field(None, description=_PARAMETERS)
-    is_active: bool | None = Field(None, description="false pauses, true resumes (from now on).")
-    max_attempts: int | None = Field(None, ge=1, le=MAX_ATTEMPTS)
+    is_active: StrictBool | None = Field(None, description="false pauses, true resumes (from now on).")
+    max_attempts: Attempts | None = None
     description: str | None = Field(None, max_length=500)
 
     _parameters = field_validator("parameters")(_small_parameters)
@@ -166,9 +167,7 @@ class SchedulerStatus(BaseModel):
 
 
 class ProcessQueueRequest(_Body):
-    max_items: int | None = Field(
+    max_items: Annotated[int, Field(ge=1, le=10_000), NUMBER_NOT_TEXT] | None = Field(
         None,
-        ge=1,
-        le=10_000,
         description="Default SCHEDULER_PROCESS_DEFAULT_ITEMS, capped by SCHEDULER_PROCESS_MAX_ITEMS.",
     )
