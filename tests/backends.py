@@ -16,6 +16,7 @@ import duckdb
 
 from src.core.demo.billing_export import export_table_name
 from src.core.engine.base import Warehouse
+from tests.oauth_fake import OAuthFake
 from tests.server import REPO, ServerProcess
 
 DUCKDB_PROJECT = "convergence-local"
@@ -139,11 +140,13 @@ class BigQueryBackend(Backend):
 
     name = "bigquery"
 
-    def __init__(self, endpoint: str) -> None:
+    def __init__(self, endpoint: str, oauth: OAuthFake | None = None) -> None:
         self.endpoint = endpoint
+        self.oauth = oauth  # the token endpoint of stored org service-account keys
 
     def env(self, project: str) -> dict[str, str]:
         return {
+            **({"SERVICE_ACCOUNT_TOKEN_URI": self.oauth.token_uri} if self.oauth else {}),
             "WAREHOUSE": "bigquery",
             "GCP_PROJECT_ID": project,
             "BIGQUERY_API_ENDPOINT": self.endpoint,

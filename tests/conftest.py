@@ -54,10 +54,13 @@ def duckdb_backend(tmp_path_factory: pytest.TempPathFactory) -> DuckDBBackend:
 @pytest.fixture(scope="session")
 def bigquery_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BigQueryBackend]:
     from tests.bqemulator import BigQueryEmulator
+    from tests.oauth_fake import OAuthFake
 
     emulator = BigQueryEmulator(tmp_path_factory.mktemp("bqemulator"))
     emulator.start()
-    yield BigQueryBackend(emulator.endpoint)
+    oauth = OAuthFake().start()
+    yield BigQueryBackend(emulator.endpoint, oauth)
+    oauth.stop()
     emulator.stop()
 
 

@@ -76,6 +76,12 @@ class Settings(BaseSettings):
         description="The service's own service account, named in the grant a customer makes on its billing export.",
     )
 
+    service_account_token_uri: str | None = Field(
+        None,
+        description="Development only: where stored org service-account keys get their tokens (the tests' "
+        "local OAuth fake); refused elsewhere.",
+    )
+
     # --- warehouse ---
     warehouse: Literal["duckdb", "bigquery"] = "duckdb"
     duckdb_path: Path = Field(REPO_ROOT / "data" / "convergence.duckdb")
@@ -142,6 +148,7 @@ class Settings(BaseSettings):
         "kms_api_endpoint",
         "service_account_email",
         "demo_billing_table",
+        "service_account_token_uri",
         "smtp_host",
         "smtp_username",
         mode="before",
@@ -186,4 +193,6 @@ class Settings(BaseSettings):
             reasons.append("KMS_KEY_NAME is not set")
         if self.warehouse == "duckdb":
             reasons.append("WAREHOUSE=duckdb is not allowed (use bigquery)")
+        if self.service_account_token_uri:
+            reasons.append("SERVICE_ACCOUNT_TOKEN_URI is for development tests only")
         return reasons

@@ -69,7 +69,9 @@ def schemathesis(server: ServerProcess, tmp: Path, header: str, config: Path) ->
 
 def assert_clean(result: subprocess.CompletedProcess[str], server: ServerProcess) -> None:
     output = result.stdout + result.stderr
-    assert result.returncode == 0, f"schemathesis found problems:\n{output[-12000:]}\n--- server log ---\n{server.log()[-3000:]}"
+    assert result.returncode == 0, (
+        f"schemathesis found problems:\n{output[-12000:]}\n--- server log ---\n{server.log()[-3000:]}"
+    )
     assert "Stateful" in output, "the stateful phase did not run"
     assert "Internal Server Error" not in server.log()
 
