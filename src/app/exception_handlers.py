@@ -19,6 +19,7 @@ from src.app.logging_setup import request_id_var
 from src.core.errors import (
     AuthenticationError,
     ServiceError,
+    ServiceUnavailableError,
     TransientWarehouseError,
     WarehouseError,
     WarehouseNotFoundError,
@@ -50,7 +51,7 @@ async def _service_error(request: Request, exc: Exception) -> JSONResponse:
                 409, "bootstrap_required", "a table this request needs does not exist; has bootstrap run?"
             )
         return error_response(500, "internal_error", "internal error; quote the request_id to support")
-    if exc.status_code >= 500:
+    if exc.status_code >= 500 and not isinstance(exc, ServiceUnavailableError):  # 503s carry safe messages
         if isinstance(exc, TransientWarehouseError):
             log.warning("transient warehouse error", extra={"error": exc.message})
             return error_response(
