@@ -185,8 +185,14 @@ def _openapi_with_security(app: FastAPI) -> dict[str, Any]:
         "AdminKey": {"type": "apiKey", "in": "header", "name": "X-Admin-Key", "description": "The platform admin."},
         "OrgKey": {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": "An organization's key."},
     }
+    schema.get("components", {}).get("schemas", {}).pop("HTTPValidationError", None)
+    schema.get("components", {}).get("schemas", {}).pop("ValidationError", None)
     for path, operations in schema.get("paths", {}).items():
         for operation in operations.values():
+            # Request validation errors are answered by our handler, in our error shape.
+            invalid = operation.get("responses", {}).get("422", {}).get("content", {}).get("application/json", {})
+            if invalid.get("schema", {}).get("$ref", "").endswith("/HTTPValidationError"):
+                invalid["schema"] = {"$ref": "#/components/schemas/ValidationErrorResponse"}
             if path.startswith("/health"):
                 continue
             if path == "/metrics" or path.startswith(ADMIN_ONLY_PREFIXES):

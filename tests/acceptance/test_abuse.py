@@ -199,7 +199,12 @@ def test_force_recreate_is_refused_outside_development(backend: Backend, tmp_pat
     if backend.name != "bigquery":
         pytest.skip("staging and production refuse WAREHOUSE=duckdb at start: only BigQuery can be staging")
     srv = backend.new_server(
-        tmp_path / "staging", None, ENVIRONMENT="staging", KMS_KEY_NAME=KMS_KEY, KMS_API_ENDPOINT=kms_fake.endpoint
+        tmp_path / "staging",
+        None,
+        ENVIRONMENT="staging",
+        KMS_KEY_NAME=KMS_KEY,
+        KMS_API_ENDPOINT=kms_fake.endpoint,
+        SERVICE_ACCOUNT_TOKEN_URI="",  # a development-only setting: staging refuses it
     )
     try:
         api = Api(srv)

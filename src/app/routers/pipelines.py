@@ -96,7 +96,7 @@ async def run_pipeline(
 
 
 @router.get(
-    "/runs/{pipeline_logging_id}", response_model=RunDetail, responses=errors(*AUTH, 404), operation_id="getRun"
+    "/runs/{pipeline_logging_id}", response_model=RunDetail, responses=errors(*AUTH, 404, 422), operation_id="getRun"
 )
 async def get_run(pipeline_logging_id: RunId, identity: CallerDep, services: ServicesDep) -> dict[str, Any]:
     """One run with its steps and reconciliation results. Another org's run is 404."""
