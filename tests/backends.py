@@ -171,7 +171,10 @@ class BigQueryBackend(Backend):
         project = f"test-proj-{next(_projects)}"
         if seed is not None:
             asyncio.run(_seed_with(self._warehouse(project), seed))
-        server = ServerProcess(tmp, {**self.env(project), **env})
+        settings = {**self.env(project), **env}
+        if settings.get("ENVIRONMENT", "development") != "development":
+            settings.pop("SERVICE_ACCOUNT_TOKEN_URI", None)  # development only: staging refuses it
+        server = ServerProcess(tmp, settings)
         server.start()
         return server
 

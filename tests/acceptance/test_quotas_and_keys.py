@@ -106,11 +106,21 @@ def test_suspend_blocks_the_org_keeps_its_data_and_reactivate_restores(api: Api)
         f"/api/v1/organizations/{slug}/costs/daily", headers=api.admin, params={"start_date": DAY, "end_date": DAY}
     )
     assert costs.json()["totals"]["row_count"] > 0  # the data stays
-    listed = api.http.get("/api/v1/admin/organizations", headers=api.admin, params={"status": "SUSPENDED"}).json()
+    listed = api.http.get(
+        "/api/v1/admin/organizations", headers=api.admin, params={"status": "SUSPENDED", "limit": 1000}
+    ).json()
     assert slug in [o["org_slug"] for o in listed["organizations"]]
     assert api.http.post(f"/api/v1/admin/organizations/{slug}/reactivate", headers=api.admin).status_code == 200
     assert api.run_and_wait(slug, key, {"date": DAY})["status"] == "COMPLETED"
-    everyone = api.http.get("/api/v1/admin/organizations", headers=api.admin).json()["organizations"]
+    everyone: list[dict[str, Any]] = []
+    page: dict[str, Any] = {"next_page_token": None}
+    while True:  # the shared server holds many organizations: read every page
+        token = page["next_page_token"]
+        params = {"limit": 1000, **({"page_token": token} if token else {})}
+        page = api.http.get("/api/v1/admin/organizations", headers=api.admin, params=params).json()
+        everyone += page["organizations"]
+        if page["next_page_token"] is None:
+            break
     mine = next(o for o in everyone if o["org_slug"] == slug)
     assert (mine["status"], mine["subscription_plan"]) == ("ACTIVE", "SCALE")
 

@@ -144,7 +144,9 @@ class TriggerResponse(BaseModel):
 
 class ProcessedItem(BaseModel):
     queue_item_id: str
-    state: QueueState
+    state: QueueState | Literal["LOST"] = Field(
+        description="The item's state after this attempt; LOST: its lease changed hands while the run went on."
+    )
     attempts: int
     pipeline_logging_id: str | None
     error: str | None
