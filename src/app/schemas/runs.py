@@ -24,8 +24,8 @@ class Run(BaseModel):
     pipeline_id: str
     pipeline_path: str
     status: RunStatus
-    trigger_by: str = Field(description="api, admin or scheduler.")
-    parameters: dict[str, Any]
+    trigger_by: str | None = Field(description="api, admin or scheduler.")
+    parameters: dict[str, Any] | None
     start_date: date | None
     end_date: date | None
     started_at: datetime | None
@@ -43,8 +43,8 @@ class Run(BaseModel):
 class Step(BaseModel):
     step_id: str
     step_name: str | None
-    ps_type: str
-    step_index: int
+    ps_type: str | None
+    step_index: int | None
     status: str
     attempts: int | None
     started_at: datetime | None
@@ -66,7 +66,7 @@ class DqResult(BaseModel):
     dest_cost: float | None
     source_credits: float | None
     dest_credits: float | None
-    passed: bool
+    passed: bool | None
     message: str | None
     checked_at: datetime | None
 
