@@ -31,7 +31,7 @@ def main() -> None:
         port=int(os.environ.get("PORT", "8000")),
         log_config=None,
         access_log=False,
-        proxy_headers=True,
+        proxy_headers=False,
         loop=os.environ.get("UVICORN_LOOP", "auto"),
         http=os.environ.get("UVICORN_HTTP", "auto"),
     )

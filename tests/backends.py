@@ -17,6 +17,7 @@ import duckdb
 
 from src.core.demo.billing_export import export_table_name
 from src.core.engine.base import Warehouse
+from tests.oauth_fake import OAuthFake
 from tests.server import REPO, ServerProcess
 
 DUCKDB_PROJECT = "convergence-local"
@@ -140,13 +141,22 @@ class BigQueryBackend(Backend):
 
     name = "bigquery"
 
-    def __init__(self, endpoint: str, *, proxy: Any = None, emulator_endpoint: str | None = None) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        oauth: OAuthFake | None = None,
+        *,
+        proxy: Any = None,
+        emulator_endpoint: str | None = None,
+    ) -> None:
         self.endpoint = endpoint  # what the services use: the limits proxy in front of the emulator
+        self.oauth = oauth  # the token endpoint of stored org service-account keys
         self.proxy = proxy
         self.emulator_endpoint = emulator_endpoint or endpoint  # straight to the emulator (test set-up)
 
     def env(self, project: str) -> dict[str, str]:
         return {
+            **({"SERVICE_ACCOUNT_TOKEN_URI": self.oauth.token_uri} if self.oauth else {}),
             "WAREHOUSE": "bigquery",
             "GCP_PROJECT_ID": project,
             "BIGQUERY_API_ENDPOINT": self.endpoint,
@@ -171,7 +181,10 @@ class BigQueryBackend(Backend):
         project = f"test-proj-{next(_projects)}"
         if seed is not None:
             asyncio.run(_seed_with(self._warehouse(project), seed))
-        server = ServerProcess(tmp, {**self.env(project), **env})
+        settings = {**self.env(project), **env}
+        if settings.get("ENVIRONMENT", "development") != "development":
+            settings.pop("SERVICE_ACCOUNT_TOKEN_URI", None)  # development only: staging refuses it
+        server = ServerProcess(tmp, settings)
         server.start()
         return server
 

@@ -58,13 +58,16 @@ def bigquery_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BigQu
     or inject errors with ``backend.proxy.configure(...)`` (and must reset what it changed)."""
     from tests.bq_limits_proxy import BigQueryLimitsProxy
     from tests.bqemulator import BigQueryEmulator
+    from tests.oauth_fake import OAuthFake
 
     logs = tmp_path_factory.mktemp("bqemulator")
     emulator = BigQueryEmulator(logs)
     emulator.start()
     proxy = BigQueryLimitsProxy(emulator.endpoint, logs)
     proxy.start()
-    yield BigQueryBackend(proxy.endpoint, proxy=proxy, emulator_endpoint=emulator.endpoint)
+    oauth = OAuthFake().start()
+    yield BigQueryBackend(proxy.endpoint, oauth, proxy=proxy, emulator_endpoint=emulator.endpoint)
+    oauth.stop()
     proxy.stop()
     emulator.stop()
 

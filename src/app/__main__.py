@@ -19,7 +19,9 @@ def main() -> None:
         port=int(os.environ.get("PORT", "8000")),
         log_config=None,
         access_log=False,
-        proxy_headers=True,
+        # X-Forwarded-For is read by our middleware, for TRUSTED_PROXY_HOPS hops only
+        # (src/app/client_address.py); uvicorn's own handling trusts the client-written leftmost entry.
+        proxy_headers=False,
         loop=os.environ.get("UVICORN_LOOP", "auto"),
         http=os.environ.get("UVICORN_HTTP", "auto"),
     )

@@ -13,11 +13,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from src.app.logging_setup import request_id_var
 from src.core.errors import (
     AuthenticationError,
     ServiceError,
+    ServiceUnavailableError,
     TransientWarehouseError,
     WarehouseError,
     WarehouseNotFoundError,
@@ -49,7 +51,7 @@ async def _service_error(request: Request, exc: Exception) -> JSONResponse:
                 409, "bootstrap_required", "a table this request needs does not exist; has bootstrap run?"
             )
         return error_response(500, "internal_error", "internal error; quote the request_id to support")
-    if exc.status_code >= 500:
+    if exc.status_code >= 500 and not isinstance(exc, ServiceUnavailableError):  # 503s carry safe messages
         if isinstance(exc, TransientWarehouseError):
             log.warning("transient warehouse error", extra={"error": exc.message})
             return error_response(
@@ -87,9 +89,24 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     message = exc.detail if isinstance(exc.detail, str) else code
+    headers = dict(getattr(exc, "headers", None) or {})
     if exc.status_code == 404 and message == "Not Found":
         message = f"no route {request.method} {request.url.path}"
-    return error_response(exc.status_code, code, message, headers=getattr(exc, "headers", None))
+    if exc.status_code == 405:
+        allowed = _allowed_methods(request)
+        headers["Allow"] = ", ".join(allowed)
+        message = f"{request.method} is not allowed here; allowed: {', '.join(allowed)}"
+    return error_response(exc.status_code, code, message, headers=headers or None)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path (Starlette names only the first route's)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        route_methods = getattr(route, "methods", None)
+        if route_methods and route.matches(request.scope)[0] is not Match.NONE:
+            methods.update(route_methods)
+    return sorted(methods - {"HEAD"} if "GET" not in methods else methods)
 
 
 async def _unhandled(request: Request, exc: Exception) -> JSONResponse:

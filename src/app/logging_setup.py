@@ -91,6 +91,14 @@ def configure_logging(level: str, *, secrets: list[str]) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # The audit trail (src/app/audit.py): stdout, whatever LOG_LEVEL, so it is a log of its own.
+    audit_handler = logging.StreamHandler(sys.stdout)
+    audit_handler.setFormatter(formatter)
+    audit_handler.addFilter(ContextAndRedaction(secrets))
+    audit = logging.getLogger("convergence.audit")
+    audit.handlers[:] = [audit_handler]
+    audit.setLevel(logging.INFO)
+    audit.propagate = False
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logger = logging.getLogger(name)
         logger.handlers[:] = []

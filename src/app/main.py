@@ -150,6 +150,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_body_bytes=settings.max_request_body_bytes,
         access_log=app.state.access_log,
         metrics=app.state.metrics,
+        trusted_proxy_hops=settings.trusted_proxy_hops,
     )
     # Routes are matched in order, one linear scan per request: the routes called most come first
     # (the org profile, the probes), then the others router by router, FastAPI's docs routes last.
@@ -159,7 +160,47 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ours = [route for module in ROUTERS for route in module.router.routes]
     hot = [route for route in ours if getattr(route, "name", None) in HOT_ROUTES]
     app.router.routes[:] = hot + [route for route in ours if route not in hot] + docs
+    app.openapi = lambda: _openapi_with_security(app)  # type: ignore[method-assign]
     return app
+
+
+ADMIN_ONLY_PREFIXES = (
+    "/api/v1/admin",
+    "/api/v1/scheduler",
+    "/api/v1/organizations/dryrun",
+    "/api/v1/organizations/onboard",
+)
+
+
+def _openapi_with_security(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema plus the two API keys as security schemes, so /docs offers them and each
+    operation says which it takes (the keys are read from the raw headers, without a dependency
+    level per request, so FastAPI cannot infer this)."""
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    from fastapi.openapi.utils import get_openapi
+
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    schema.setdefault("components", {})["securitySchemes"] = {
+        "AdminKey": {"type": "apiKey", "in": "header", "name": "X-Admin-Key", "description": "The platform admin."},
+        "OrgKey": {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": "An organization's key."},
+    }
+    schema.get("components", {}).get("schemas", {}).pop("HTTPValidationError", None)
+    schema.get("components", {}).get("schemas", {}).pop("ValidationError", None)
+    for path, operations in schema.get("paths", {}).items():
+        for operation in operations.values():
+            # Request validation errors are answered by our handler, in our error shape.
+            invalid = operation.get("responses", {}).get("422", {}).get("content", {}).get("application/json", {})
+            if invalid.get("schema", {}).get("$ref", "").endswith("/HTTPValidationError"):
+                invalid["schema"] = {"$ref": "#/components/schemas/ValidationErrorResponse"}
+            if path.startswith("/health"):
+                continue
+            if path == "/metrics" or path.startswith(ADMIN_ONLY_PREFIXES):
+                operation["security"] = [{"AdminKey": []}]
+            else:
+                operation["security"] = [{"AdminKey": []}, {"OrgKey": []}]
+    app.openapi_schema = schema
+    return schema
 
 
 def __getattr__(name: str) -> Any:

@@ -40,11 +40,26 @@ class Settings(BaseSettings):
     admin_api_key: SecretStr | None = Field(None, description="X-Admin-Key value; required in production.")
     disable_auth: bool = Field(False, description="Development only: skip key checks.")
     key_cache_ttl_seconds: float = Field(30.0, ge=0, le=60, description="Verified org keys are cached this long.")
+    unknown_key_cache_seconds: float = Field(
+        10.0, ge=0, le=60, description="Well-formed keys the warehouse did not know are remembered this long."
+    )
+    unknown_key_cache_size: int = Field(50_000, ge=0, description="Entries of that negative cache (bounded).")
+    key_lookup_rate: float = Field(
+        50.0, ge=0, description="Warehouse lookups of uncached keys per second, per instance (0 = unlimited)."
+    )
+    key_lookup_burst: int = Field(100, ge=1, description="Uncached-key lookups allowed at once before the rate.")
+    ready_cache_seconds: float = Field(
+        5.0, ge=0, le=60, description="GET /health/ready answers from a result this old."
+    )
     max_key_grace_seconds: int = Field(7 * 86_400, ge=0, description="Longest grace period of a key rotation.")
+    max_api_keys_per_org: int = Field(20, ge=1, le=1000, description="Active API keys one organization may hold.")
     key_touch_interval_seconds: float = Field(300.0, ge=0, description="last_used_at is written at most this often.")
     auth_failure_limit: int = Field(20, ge=0, description="Failed authentications per client per window (0 = off).")
     auth_failure_window_seconds: float = Field(60.0, gt=0)
     admin_rate_limit: int = Field(300, ge=0, description="Admin requests per client per minute (0 = off).")
+    trusted_proxy_hops: int = Field(
+        0, ge=0, le=10, description="Proxies in front that append to X-Forwarded-For (Cloud Run: 1; 0 = ignore it)."
+    )
     quota_retry_after_seconds: int = Field(30, ge=1, description="Retry-After when the concurrent limit is reached.")
 
     # --- KMS ---
@@ -59,6 +74,12 @@ class Settings(BaseSettings):
         None,
         pattern=r"^[a-z0-9._\-]+@[a-z0-9.\-]+\.gserviceaccount\.com$",
         description="The service's own service account, named in the grant a customer makes on its billing export.",
+    )
+
+    service_account_token_uri: str | None = Field(
+        None,
+        description="Development only: where stored org service-account keys get their tokens (the tests' "
+        "local OAuth fake); refused elsewhere.",
     )
 
     # --- warehouse ---
@@ -139,6 +160,7 @@ class Settings(BaseSettings):
         "kms_api_endpoint",
         "service_account_email",
         "demo_billing_table",
+        "service_account_token_uri",
         "smtp_host",
         "smtp_username",
         mode="before",
@@ -183,4 +205,6 @@ class Settings(BaseSettings):
             reasons.append("KMS_KEY_NAME is not set")
         if self.warehouse == "duckdb":
             reasons.append("WAREHOUSE=duckdb is not allowed (use bigquery)")
+        if self.service_account_token_uri:
+            reasons.append("SERVICE_ACCOUNT_TOKEN_URI is for development tests only")
         return reasons

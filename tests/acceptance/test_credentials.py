@@ -187,3 +187,32 @@ def test_the_org_profile_does_not_carry_them(api: Api) -> None:
     profile = api.http.get(f"/api/v1/organizations/{slug}", headers=key)
     assert profile.status_code == 200
     assert_no_secret(data, profile.text)
+
+
+def test_a_key_that_does_not_work_gets_no_grant_and_is_not_stored(
+    api: Api, backend: Backend, server: ServerProcess
+) -> None:
+    """BigQuery: the key gets a token and runs a dry-run query as itself before anything is stored or
+    granted (the tests' token endpoint refuses this account, as Google does a deleted key). DuckDB has
+    no principals: nothing to check or grant, the key is only stored."""
+    slug = unique_slug("broken")
+    key = {"X-API-Key": api.onboard(slug)}
+    data = key_file(f"br-{slug.replace('_', '-')}"[:30])
+    if backend.name == "bigquery":
+        assert isinstance(backend, BigQueryBackend) and backend.oauth is not None
+        backend.oauth.refused.add(data["client_email"])
+    response = api.http.put(route(slug), headers=key, json=data)
+    if backend.name == "duckdb":
+        assert response.status_code == 200, response.text
+        return
+    assert response.status_code == 422, response.text
+    assert response.json()["error"] == "credentials_not_working"
+    assert_no_secret(data, response.text, server.log())
+    assert api.http.get(route(slug), headers=key).status_code == 404  # nothing stored
+    assert data["client_email"] not in dataset_writers(backend, server, f"{slug}_local")
+
+    working = key_file(f"ok-{slug.replace('_', '-')}"[:30])
+    stored = api.http.put(route(slug), headers=key, json=working)
+    assert stored.status_code == 200, stored.text
+    assert backend.oauth is not None and working["client_email"] in backend.oauth.issued  # it really ran as it
+    assert working["client_email"] in dataset_writers(backend, server, f"{slug}_local")

@@ -106,11 +106,21 @@ def test_suspend_blocks_the_org_keeps_its_data_and_reactivate_restores(api: Api)
         f"/api/v1/organizations/{slug}/costs/daily", headers=api.admin, params={"start_date": DAY, "end_date": DAY}
     )
     assert costs.json()["totals"]["row_count"] > 0  # the data stays
-    listed = api.http.get("/api/v1/admin/organizations", headers=api.admin, params={"status": "SUSPENDED"}).json()
+    listed = api.http.get(
+        "/api/v1/admin/organizations", headers=api.admin, params={"status": "SUSPENDED", "limit": 1000}
+    ).json()
     assert slug in [o["org_slug"] for o in listed["organizations"]]
     assert api.http.post(f"/api/v1/admin/organizations/{slug}/reactivate", headers=api.admin).status_code == 200
     assert api.run_and_wait(slug, key, {"date": DAY})["status"] == "COMPLETED"
-    everyone = api.http.get("/api/v1/admin/organizations", headers=api.admin).json()["organizations"]
+    everyone: list[dict[str, Any]] = []
+    page: dict[str, Any] = {"next_page_token": None}
+    while True:  # the shared server holds many organizations: read every page
+        token = page["next_page_token"]
+        params = {"limit": 1000, **({"page_token": token} if token else {})}
+        page = api.http.get("/api/v1/admin/organizations", headers=api.admin, params=params).json()
+        everyone += page["organizations"]
+        if page["next_page_token"] is None:
+            break
     mine = next(o for o in everyone if o["org_slug"] == slug)
     assert (mine["status"], mine["subscription_plan"]) == ("ACTIVE", "SCALE")
 
@@ -233,12 +243,19 @@ def test_a_key_does_only_what_its_scopes_allow(api: Api) -> None:
     listed = api.http.get(f"/api/v1/organizations/{slug}/api-keys", headers={"X-API-Key": full}).json()["keys"]
     assert [sorted(k["scopes"]) for k in listed] == [sorted(ALL_SCOPES)]
 
-    # A read-only key for a dashboard: the org narrows its own key.
-    response = _rotate(api, slug, {"X-API-Key": full}, scopes=["org:read", "pipelines:read"])
-    assert response.status_code == 200, response.text
+    # Narrowing the org's only full key would leave it without one: refused.
+    narrowed = _rotate(api, slug, {"X-API-Key": full}, scopes=["org:read", "pipelines:read"])
+    assert narrowed.status_code == 409 and narrowed.json()["error"] == "last_full_key", narrowed.text
+    # A read-only key for a dashboard: a named key of its own, beside the full one.
+    response = api.http.post(
+        f"/api/v1/organizations/{slug}/api-keys",
+        headers={"X-API-Key": full},
+        json={"name": "dashboard", "scopes": ["org:read", "pipelines:read"]},
+    )
+    assert response.status_code == 201, response.text
     assert sorted(response.json()["scopes"]) == ["org:read", "pipelines:read"]
     reader = {"X-API-Key": response.json()["api_key"]}
-    assert api.http.get(f"/api/v1/organizations/{slug}", headers={"X-API-Key": full}).status_code == 401
+    assert api.http.get(f"/api/v1/organizations/{slug}", headers={"X-API-Key": full}).status_code == 200
 
     costs = f"/costs/daily?start_date={DAY}&end_date={DAY}"
     for path in ("", "/usage", "/api-keys", "/notifications", "/schedules", costs):
@@ -251,6 +268,7 @@ def test_a_key_does_only_what_its_scopes_allow(api: Api) -> None:
         api.http.put(f"/api/v1/organizations/{slug}/notifications", headers=reader, json={"x": 1}),  # 403 before 422
         api.http.delete(f"/api/v1/organizations/{slug}/credentials/gcp", headers=reader),
         api.http.put(f"/api/v1/organizations/{slug}/billing-source", headers=reader, json={}),
+        api.http.post(f"/api/v1/organizations/{slug}/api-keys", headers=reader, json={"name": "x"}),
         _rotate(api, slug, reader),
     ]
     for r in refused:
@@ -259,18 +277,32 @@ def test_a_key_does_only_what_its_scopes_allow(api: Api) -> None:
     assert api.http.get("/api/v1/pipelines/runs", headers=reader).json()["count"] == 0  # nothing started
     assert usage(api, slug, reader["X-API-Key"])["today"]["runs"] == 0
 
-    # The admin issues a full key again; a key never grants more than its caller.
-    response = _rotate(api, slug, api.admin, scopes=["org:read", "org:write"])
-    assert response.status_code == 200, response.text
+    # The admin issues keys of any scope; a key never grants more than its caller.
+    response = api.http.post(
+        f"/api/v1/organizations/{slug}/api-keys",
+        headers=api.admin,
+        json={"name": "writer", "scopes": ["org:read", "org:write"]},
+    )
+    assert response.status_code == 201, response.text
     writer = {"X-API-Key": response.json()["api_key"]}
-    wider = _rotate(api, slug, writer, scopes=["org:read", "org:write", "pipelines:run"])
+    wider = api.http.post(
+        f"/api/v1/organizations/{slug}/api-keys",
+        headers=writer,
+        json={"name": "wider", "scopes": ["org:read", "org:write", "pipelines:run"]},
+    )
     assert wider.status_code == 403 and wider.json()["error"] == "insufficient_scope", wider.text
+    assert _rotate(api, slug, writer, scopes=["org:read", "org:write", "pipelines:run"]).status_code == 403
     assert api.http.get(f"/api/v1/organizations/{slug}", headers=writer).status_code == 200  # unchanged
     assert _rotate(api, slug, api.admin, scopes=["pipelines:all"]).status_code == 422
     assert _rotate(api, slug, api.admin, scopes=[]).status_code == 422
-    response = _rotate(api, slug, api.admin)
-    assert sorted(response.json()["scopes"]) == sorted(ALL_SCOPES)
+    several = _rotate(api, slug, api.admin)  # three active keys: which one?
+    assert several.status_code == 422 and several.json()["error"] == "key_id_required", several.text
+    writer_id = response.json()["key_id"]
+    response = _rotate(api, slug, api.admin, key_id=writer_id, scopes=ALL_SCOPES)  # the admin may widen
+    assert response.status_code == 200, response.text
+    assert sorted(response.json()["scopes"]) == sorted(ALL_SCOPES) and response.json()["name"] == "writer"
     again = {"X-API-Key": response.json()["api_key"]}
+    assert api.http.get(f"/api/v1/organizations/{slug}", headers=writer).status_code == 401  # replaced, no grace
     assert api.run(slug, again["X-API-Key"], {"date": "2026-02-30"}).status_code == 422  # past the scope check
 
 

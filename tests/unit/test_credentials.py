@@ -28,7 +28,13 @@ from src.core.engine.bigquery_backend import BigQueryWarehouse
 from src.core.engine.duckdb_backend import CAPABILITIES as DUCKDB_CAPABILITIES
 from src.core.engine.duckdb_backend import DuckDBWarehouse
 from src.core.engine.sql import TableRef
-from src.core.errors import NotFoundError, ValidationFailedError, WarehouseAccessDeniedError
+from src.core.errors import (
+    NotFoundError,
+    TerminalWarehouseError,
+    TransientWarehouseError,
+    ValidationFailedError,
+    WarehouseAccessDeniedError,
+)
 from src.core.security.kms import DecryptionError, decrypt_text
 from src.core.services import container
 from src.core.services.billing_source import check_billing_table
@@ -57,6 +63,10 @@ class PrincipalsDuckDB(DuckDBWarehouse):
         super().__init__(**kwargs)
         self.grants: list[tuple[str, str, bool]] = []
         self.denied: set[str] = set()
+        self.checked: list[str] = []  # accounts whose key was checked, in order (with the grants)
+        self.refused: set[str] = set()  # accounts whose key does not work
+        self.failing_grants: set[str] = set()  # accounts whose grant is made, then the call fails
+        self.events: list[str] = []
 
     def with_credentials(self, service_account_info: Mapping[str, Any]) -> Warehouse:
         bigquery = BigQueryWarehouse(
@@ -64,8 +74,17 @@ class PrincipalsDuckDB(DuckDBWarehouse):
         )
         return bigquery.with_credentials(service_account_info)
 
+    async def check_credentials(self, service_account_info: Mapping[str, Any]) -> None:
+        email = str(service_account_info["client_email"])
+        self.events.append(f"check {email}")
+        if email in self.refused:
+            raise TerminalWarehouseError("RefreshError: invalid_grant: Invalid JWT Signature.")
+
     async def set_dataset_writer(self, dataset: str, member_email: str, *, granted: bool) -> bool:
         self.grants.append((dataset, member_email, granted))
+        self.events.append(f"{'grant' if granted else 'take back'} {member_email}")
+        if granted and member_email in self.failing_grants:
+            raise TransientWarehouseError("the connection dropped after the dataset was updated")
         return True
 
     async def table_exists(self, ref: TableRef) -> bool:
@@ -399,3 +418,36 @@ def test_access_denied_names_the_orgs_own_account_when_it_has_one(
     assert checked_as == [alpha["client_email"]]
     assert f"serviceAccount:{alpha['client_email']}" in info.value.message
     assert SERVICE_SA not in info.value.message
+
+
+def test_a_key_that_does_not_work_is_refused_before_anything_is_stored(bq_like: Harness) -> None:
+    data = key_file("broken-loader")
+    bq_like.warehouse.refused.add(data["client_email"])
+    with pytest.raises(ValidationFailedError) as refused:
+        bq_like.run(store_gcp_credentials(bq_like.services, ORG_A, data))
+    assert refused.value.code == "credentials_not_working"
+    assert bq_like.warehouse.events == [f"check {data['client_email']}"]  # no grant was attempted
+    assert bq_like.rows(ORG_A) == []
+    for fragment in secret_fragments(data):
+        assert fragment not in refused.value.message
+
+
+def test_the_grant_comes_after_the_check_and_the_store(bq_like: Harness) -> None:
+    data = key_file("ordered-loader")
+    bq_like.run(store_gcp_credentials(bq_like.services, ORG_A, data))
+    assert bq_like.warehouse.events == [f"check {data['client_email']}", f"grant {data['client_email']}"]
+    assert [r["status"] for r in bq_like.rows(ORG_A)] == ["ACTIVE"]
+
+
+def test_a_failed_grant_leaves_no_grant_and_no_active_credentials(bq_like: Harness) -> None:
+    kept = key_file("kept-loader")
+    bq_like.run(store_gcp_credentials(bq_like.services, ORG_A, kept))
+    data = key_file("halfway-loader")
+    bq_like.warehouse.failing_grants.add(data["client_email"])
+    with pytest.raises(TransientWarehouseError):
+        bq_like.run(store_gcp_credentials(bq_like.services, ORG_A, data))
+    email = data["client_email"]
+    assert bq_like.warehouse.events[-3:] == [f"check {email}", f"grant {email}", f"take back {email}"]
+    statuses = {r["principal"]: r["status"] for r in bq_like.rows(ORG_A)}
+    assert statuses == {kept["client_email"]: "ACTIVE", email: "REVOKED"}  # the earlier one still works
+    assert ("org_alpha_local", kept["client_email"], False) not in bq_like.warehouse.grants

@@ -23,8 +23,15 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Request
 
+from src.app.client_address import CLIENT_SCOPE_KEY
 from src.app.logging_setup import org_slug_var
-from src.core.errors import AuthenticationError, PermissionDeniedError, ServiceError, TooManyRequestsError
+from src.core.errors import (
+    AuthenticationError,
+    PermissionDeniedError,
+    ServiceError,
+    ServiceUnavailableError,
+    TooManyRequestsError,
+)
 from src.core.security import scopes
 from src.core.security.api_keys import ORG_SLUG_PATTERN, hash_api_key, key_org
 from src.core.security.key_cache import KeyIdentity
@@ -39,6 +46,7 @@ class Identity:
     org_slug: str | None = None  # the key's org (None for the admin)
     key_id: str | None = None
     scopes: frozenset[str] = frozenset(scopes.ALL)
+    superseded: bool = False  # a key inside its rotation grace period: reads and runs, manages no keys
 
     def require(self, scope: str) -> None:
         if scope not in self.scopes:
@@ -51,7 +59,8 @@ _background: set[asyncio.Task[None]] = set()
 
 
 def _client(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+    """The client's address as the middleware derived it (``src/app/client_address.py``)."""
+    return request.scope.get(CLIENT_SCOPE_KEY) or "unknown"
 
 
 def _admin_key_matches(services: Services, presented: str) -> bool:
@@ -77,23 +86,41 @@ def _touch_later(services: Services, identity: KeyIdentity) -> None:
     task.add_done_callback(_background.discard)
 
 
+async def _lookup(services: Services, key_hash: str) -> KeyIdentity | None:
+    """One warehouse lookup of a key in no cache, within the global budget (503 beyond it)."""
+    if not services.key_lookups.take():
+        raise ServiceUnavailableError(
+            "too many unknown API keys are being checked right now; retry shortly",
+            code="auth_lookups_throttled",
+            headers={"Retry-After": str(services.key_lookups.wait_seconds())},
+        )
+    row = await services.keys.find(key_hash)
+    if row is None:
+        services.unknown_keys.add(key_hash)
+        return None
+    identity = KeyIdentity(
+        row["org_slug"],
+        row["key_id"],
+        row["expires_at"],
+        row["org_status"],
+        frozenset(row["scopes"] or ()),
+        superseded=row.get("replaced_by_key_id") is not None,
+    )
+    services.key_cache.put(key_hash, identity)
+    return identity
+
+
 async def _org_identity(services: Services, presented: str) -> Identity:
     if key_org(presented) is None:
         raise AuthenticationError("invalid API key", code="invalid_api_key")
     key_hash = hash_api_key(presented)
-    hit, cached = services.key_cache.get(key_hash)
-    if not hit:
-        row = await services.lookups.run(f"key:{key_hash}", lambda: services.keys.find(key_hash))
-        cached = (
-            KeyIdentity(
-                row["org_slug"], row["key_id"], row["expires_at"], row["org_status"], frozenset(row["scopes"] or ())
-            )
-            if row
-            else None
-        )
-        services.key_cache.put(key_hash, cached)
+    cached = services.key_cache.get(key_hash)
     if cached is None:
-        raise AuthenticationError("invalid API key", code="invalid_api_key")
+        if key_hash in services.unknown_keys:
+            raise AuthenticationError("invalid API key", code="invalid_api_key")
+        cached = await services.lookups.run(f"key:{key_hash}", lambda: _lookup(services, key_hash))
+        if cached is None:
+            raise AuthenticationError("invalid API key", code="invalid_api_key")
     if cached.expires_at is not None and cached.expires_at <= datetime.now(UTC):
         raise AuthenticationError("API key expired; use the key that replaced it", code="api_key_expired")
     org_slug_var.set(cached.org_slug)
@@ -102,7 +129,13 @@ async def _org_identity(services: Services, presented: str) -> Identity:
             f"organization {cached.org_slug!r} is suspended; contact your platform admin", code="org_suspended"
         )
     _touch_later(services, cached)
-    return Identity(is_admin=False, org_slug=cached.org_slug, key_id=cached.key_id, scopes=cached.scopes)
+    return Identity(
+        is_admin=False,
+        org_slug=cached.org_slug,
+        key_id=cached.key_id,
+        scopes=cached.scopes,
+        superseded=cached.superseded,
+    )
 
 
 _IDENTITY = "convergence.identity"  # the request's identity, once established (scope key)
@@ -149,7 +182,7 @@ def _presented_keys(request: Request) -> tuple[str | None, str | None]:
 
 async def _identify(services: Services, request: Request) -> Identity:
     admin_key, api_key = _presented_keys(request)
-    if admin_key:
+    if admin_key is not None:  # presented, even blank: it must match (never fall back to another key)
         if _admin_key_matches(services, admin_key):
             return ADMIN
         raise AuthenticationError("invalid admin key", code="invalid_admin_key")

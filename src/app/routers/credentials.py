@@ -10,7 +10,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 
+from src.app.audit import audited
 from src.app.dependencies.auth import OrgAccess, OrgRead, OrgWrite
+from src.app.schemas.common import BODY, ORG, errors
 from src.app.schemas.credentials import MAX_KEY_FILE_BYTES, CredentialResponse, GcpServiceAccountKey
 from src.core.errors import PayloadTooLargeError
 from src.core.services.credentials import get_gcp_credentials, revoke_gcp_credentials, store_gcp_credentials
@@ -25,7 +27,7 @@ async def _org_and_small_body(org: OrgWrite, request: Request) -> OrgAccess:
     return org
 
 
-@router.put("/{org_slug}/credentials/gcp", response_model=CredentialResponse)
+@router.put("/{org_slug}/credentials/gcp", response_model=CredentialResponse, responses=errors(*ORG, *BODY))
 async def put_gcp_credentials(
     org: Annotated[OrgAccess, Depends(_org_and_small_body)],
     body: GcpServiceAccountKey,
@@ -34,16 +36,23 @@ async def put_gcp_credentials(
     """Store the org's GCP service-account key file (encrypted); its cost queries then run as it
     (BigQuery). Replaces any earlier one. Answers metadata only."""
     response.headers["Cache-Control"] = "no-store"
-    return await store_gcp_credentials(org.services, org.slug, body.document())
+    async with audited(org.identity, "credentials.gcp.store", org=org.slug, target=body.client_email) as entry:
+        stored = await store_gcp_credentials(org.services, org.slug, body.document())
+        entry.target = f"{body.client_email} {stored['credential_id']}"
+    return stored
 
 
-@router.get("/{org_slug}/credentials/gcp", response_model=CredentialResponse)
+@router.get("/{org_slug}/credentials/gcp", response_model=CredentialResponse, responses=errors(*ORG))
 async def get_credentials(org: OrgRead) -> dict[str, Any]:
     """Metadata of the org's newest stored credentials (ACTIVE or REVOKED); never the key."""
     return await get_gcp_credentials(org.services, org.slug)
 
 
-@router.delete("/{org_slug}/credentials/gcp", response_model=CredentialResponse)
+@router.delete("/{org_slug}/credentials/gcp", response_model=CredentialResponse, responses=errors(*ORG))
 async def delete_credentials(org: OrgWrite) -> dict[str, Any]:
-    """Revoke: status REVOKED, the encrypted key file removed; queries go back to the service's account."""
-    return await revoke_gcp_credentials(org.services, org.slug)
+    """Revoke: status REVOKED, the encrypted key file removed, its dataset grant taken back; queries
+    go back to the service's account."""
+    async with audited(org.identity, "credentials.gcp.revoke", org=org.slug) as entry:
+        revoked = await revoke_gcp_credentials(org.services, org.slug)
+        entry.target = f"{revoked['principal']} {revoked['credential_id']}"
+    return revoked

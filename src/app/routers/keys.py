@@ -1,51 +1,108 @@
-"""The org's own key lifecycle: rotate (new key shown once) and list (never the key or its hash)."""
+"""The org's keys — create, rotate, revoke, list (never the key or its hash) — and its usage."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Response
+from fastapi import APIRouter, Body, Path, Response, status
 
-from src.app.dependencies.auth import OrgRead, OrgWrite
-from src.app.schemas.lifecycle import RotateRequest
-from src.core.errors import PermissionDeniedError
+from src.app.audit import audited
+from src.app.dependencies.auth import Identity, OrgRead, OrgWrite
+from src.app.schemas.common import BODY, ORG, PageToken, errors, limit_query
+from src.app.schemas.keys import (
+    KEY_ID_PATTERN,
+    CreateKeyRequest,
+    IssuedKeyResponse,
+    KeyListResponse,
+    RevokedKeyResponse,
+    RotatedKeyResponse,
+    RotateRequest,
+)
+from src.app.schemas.organizations import UsageResponse
 from src.core.services import keys
 from src.core.services.orgs import get_org
 from src.core.services.quotas import usage_report
 
-router = APIRouter(prefix="/api/v1/organizations", tags=["organizations"])
+router = APIRouter(prefix="/api/v1/organizations", tags=["api keys"])
+
+KeyId = Annotated[str, Path(pattern=KEY_ID_PATTERN)]
 
 
-@router.post("/{org_slug}/api-keys/rotate")
+def actor(identity: Identity) -> keys.KeyActor:
+    return keys.KeyActor(is_admin=identity.is_admin, key_id=identity.key_id, scopes=identity.scopes)
+
+
+@router.post(
+    "/{org_slug}/api-keys",
+    status_code=status.HTTP_201_CREATED,
+    response_model=IssuedKeyResponse,
+    responses=errors(*ORG, *BODY),
+)
+async def create_api_key(org: OrgWrite, body: CreateKeyRequest, response: Response) -> dict[str, Any]:
+    """A new named key, shown once. Its scopes are the calling key's or fewer; optional expiry. A key
+    inside its rotation grace period cannot create keys (403 ``key_superseded``)."""
+    await get_org(org.services, org.slug)
+    response.headers["Cache-Control"] = "no-store"
+    async with audited(org.identity, "api_key.create", org=org.slug) as entry:
+        created = await keys.create_key(
+            org.services,
+            org.slug,
+            actor(org.identity),
+            name=body.name,
+            key_scopes=body.scopes,
+            expires_at=body.expires_at,
+        )
+        entry.target = created["key_id"]
+    return created
+
+
+@router.post("/{org_slug}/api-keys/rotate", response_model=RotatedKeyResponse, responses=errors(*ORG, *BODY))
 async def rotate(
     org: OrgWrite,
     response: Response,
     body: RotateRequest = Body(default_factory=RotateRequest),
 ) -> dict[str, Any]:
-    """A new key, returned once; the old one keeps working for ``grace_period_seconds``. The new
-    key has the calling key's scopes, or fewer (``scopes``): a key never grants more than its caller."""
-    wanted = frozenset(body.scopes) if body.scopes is not None else org.identity.scopes
-    if not wanted <= org.identity.scopes:
-        raise PermissionDeniedError(
-            f"a new key cannot have scopes the calling key lacks: {sorted(wanted - org.identity.scopes)}",
-            code="insufficient_scope",
-        )
+    """Replace one key (default: the calling key) by a new one with the same name, shown once; the
+    old one keeps working for ``grace_period_seconds`` but can no longer manage keys. The new key
+    has the replaced key's scopes, or fewer (``scopes``): a key never grants more than its caller."""
     await get_org(org.services, org.slug)
     response.headers["Cache-Control"] = "no-store"
-    created_by = "admin" if org.identity.is_admin else "org"
-    return await keys.rotate_key(
-        org.services, org.slug, grace_seconds=body.grace_period_seconds, created_by=created_by, key_scopes=wanted
-    )
+    async with audited(org.identity, "api_key.rotate", org=org.slug, target=body.key_id) as entry:
+        rotated = await keys.rotate_key(
+            org.services,
+            org.slug,
+            actor(org.identity),
+            key_id=body.key_id,
+            grace_seconds=body.grace_period_seconds,
+            key_scopes=body.scopes,
+        )
+        entry.target = f"{rotated['replaced_key_id']} -> {rotated['key_id']}"
+    return rotated
 
 
-@router.get("/{org_slug}/api-keys")
-async def list_api_keys(org: OrgRead) -> dict[str, Any]:
+@router.delete("/{org_slug}/api-keys/{key_id:key_id}", response_model=RevokedKeyResponse, responses=errors(*ORG))
+async def revoke_api_key(org: OrgWrite, key_id: KeyId) -> dict[str, Any]:
+    """Revoke one key without a replacement: 401 on this instance at once, on every instance within
+    KEY_CACHE_TTL_SECONDS. The org's last working full-scope key cannot be revoked by the org
+    itself (409 ``last_full_key``): only the admin can."""
     await get_org(org.services, org.slug)
-    rows = await keys.list_keys(org.services, org.slug)
-    return {"org_slug": org.slug, "keys": rows, "count": len(rows)}
+    async with audited(org.identity, "api_key.revoke", org=org.slug, target=key_id):
+        return await keys.revoke_key(org.services, org.slug, key_id, actor(org.identity))
 
 
-@router.get("/{org_slug}/usage")
+@router.get("/{org_slug}/api-keys", response_model=KeyListResponse, responses=errors(*ORG))
+async def list_api_keys(
+    org: OrgRead,
+    limit: Annotated[int, limit_query(200)] = 50,
+    page_token: PageToken = None,
+) -> dict[str, Any]:
+    """The org's keys, newest first: name, prefix, scopes, created, last used, expiry, status."""
+    await get_org(org.services, org.slug)
+    rows, token = await keys.list_keys(org.services, org.slug, limit=limit, page_token=page_token)
+    return {"org_slug": org.slug, "keys": rows, "count": len(rows), "next_page_token": token}
+
+
+@router.get("/{org_slug}/usage", response_model=UsageResponse, responses=errors(*ORG), tags=["organizations"])
 async def usage(org: OrgRead) -> dict[str, Any]:
     """Today's and this month's run counts against the plan's limits, and runs in progress."""
     return await usage_report(org.services, org.slug)

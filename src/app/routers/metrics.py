@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request, Response
 
 from src.app.dependencies.auth import require_admin
 from src.app.dependencies.services import ServicesDep
+from src.app.schemas.common import AUTH, errors
 from src.core.metrics import CONTENT_TYPE
 
 router = APIRouter(tags=["health"])
@@ -14,7 +15,10 @@ router = APIRouter(tags=["health"])
 @router.get(
     "/metrics",
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus text exposition format."}},
+    responses={
+        200: {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}}, "description": "Prometheus text format."},
+        **errors(*AUTH),
+    },
 )
 async def metrics(request: Request, services: ServicesDep) -> Response:
     """Requests by route template and status (latency histogram), runs started and ended by pipeline

@@ -1,15 +1,17 @@
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response, status
 
+from src.app.audit import audited
 from src.app.dependencies.auth import AdminDep, OrgRead, OrgSlugPath, OrgWrite, org_access
 from src.app.dependencies.services import ServicesDep
 from src.app.logging_setup import org_slug_var
+from src.app.schemas.common import AUTH, BODY, ORG, IsoDate, PageToken, errors, limit_query
 from src.app.schemas.organizations import (
     BillingSourceRequest,
+    BillingSourceResponse,
     DailyCostsResponse,
     DryRunResponse,
     OnboardRequest,
@@ -23,27 +25,65 @@ from src.core.services.setup import SetupService
 
 router = APIRouter(prefix="/api/v1/organizations", tags=["organizations"])
 
+DEFAULT_COST_ROWS, MAX_COST_ROWS = 1000, 5000
 
-@router.post("/dryrun", response_model=DryRunResponse)
-async def dryrun(_: AdminDep, services: ServicesDep, body: OnboardRequest) -> dict[str, Any]:
+
+@router.post("/dryrun", response_model=DryRunResponse, responses=errors(*AUTH, *BODY, 409))
+async def dryrun(identity: AdminDep, services: ServicesDep, body: OnboardRequest) -> dict[str, Any]:
     """Every onboarding check, nothing created. A failed check answers with its own status (409/422)."""
     org_slug_var.set(body.org_slug)
-    return await SetupService(services).dryrun(body.model_dump())
+    async with audited(identity, "admin.organization_dryrun", org=body.org_slug):
+        return await SetupService(services).dryrun(body.model_dump())
 
 
-@router.post("/onboard", response_model=OnboardResponse, status_code=status.HTTP_201_CREATED)
-async def onboard(_: AdminDep, services: ServicesDep, body: OnboardRequest, response: Response) -> dict[str, Any]:
+@router.post(
+    "/onboard",
+    response_model=OnboardResponse,
+    status_code=status.HTTP_201_CREATED,
+    responses=errors(*AUTH, *BODY, 409),
+    openapi_extra={
+        "responses": {
+            "201": {
+                "links": {
+                    "GetOrganization": {
+                        "operationId": "getOrganization",
+                        "parameters": {"org_slug": "$response.body#/org_slug"},
+                    },
+                    "RunCostBilling": {
+                        "operationId": "runPipeline",
+                        "parameters": {
+                            "org_slug": "$response.body#/org_slug",
+                            "provider": "gcp",
+                            "domain": "cost",
+                            "pipeline": "cost_billing",
+                        },
+                    },
+                    "CreateSchedule": {
+                        "operationId": "createSchedule",
+                        "parameters": {"org_slug": "$response.body#/org_slug"},
+                    },
+                }
+            }
+        }
+    },
+)
+async def onboard(
+    identity: AdminDep, services: ServicesDep, body: OnboardRequest, response: Response
+) -> dict[str, Any]:
     """Create the organization: dataset, API key (shown once), subscription and quota."""
     org_slug_var.set(body.org_slug)
     response.headers["Cache-Control"] = "no-store"
-    return await SetupService(services).onboard(body.model_dump())
+    async with audited(identity, "admin.organization_onboard", org=body.org_slug) as entry:
+        created = await SetupService(services).onboard(body.model_dump())
+        entry.target = created.get("key_id")
+    return created
 
 
 def _render_profile(profile: dict[str, Any]) -> bytes:
     return OrgResponse.model_validate(profile).model_dump_json().encode()
 
 
-@router.get("/{org_slug}", response_model=OrgResponse)
+@router.get("/{org_slug:org}", response_model=OrgResponse, responses=errors(*ORG), operation_id="getOrganization")
 async def organization(request: Request, org_slug: OrgSlugPath) -> Response:
     """Profile, plan and limits (never key material). Admin key or the org's own key.
 
@@ -54,20 +94,28 @@ async def organization(request: Request, org_slug: OrgSlugPath) -> Response:
     return Response(body, media_type="application/json")
 
 
-@router.put("/{org_slug}/billing-source")
+@router.put("/{org_slug}/billing-source", response_model=BillingSourceResponse, responses=errors(*ORG, *BODY))
 async def billing_source(org: OrgWrite, body: BillingSourceRequest) -> dict[str, Any]:
     """Set (or clear with null) where the org's GCP billing export lives; the table is checked first.
     Outside development an org key may only choose a table its own stored service account reads."""
     await get_org(org.services, org.slug)
-    return await set_billing_source(org.services, org.slug, body.billing_export_table, by_admin=org.identity.is_admin)
+    async with audited(org.identity, "billing_source.set", org=org.slug, target=body.billing_export_table):
+        return await set_billing_source(
+            org.services, org.slug, body.billing_export_table, by_admin=org.identity.is_admin
+        )
 
 
-@router.get("/{org_slug}/costs/daily", response_model=DailyCostsResponse)
+@router.get("/{org_slug}/costs/daily", response_model=DailyCostsResponse, responses=errors(*ORG))
 async def costs_daily(
     org: OrgRead,
-    start_date: date,
-    end_date: date,
+    start_date: IsoDate,
+    end_date: IsoDate,
     group_by: Annotated[Literal["service", "project", "sku"] | None, Query()] = None,
+    limit: Annotated[int, limit_query(MAX_COST_ROWS)] = DEFAULT_COST_ROWS,
+    page_token: PageToken = None,
 ) -> dict[str, Any]:
-    """Gross cost, credits and net cost per UTC day (optionally per service, project or SKU)."""
-    return await daily_costs(org.services, org.slug, start=start_date, end=end_date, group_by=group_by)
+    """Gross cost, credits and net cost per UTC day (optionally per service, project or SKU), one
+    page of rows at a time; ``totals`` cover the whole window on every page."""
+    return await daily_costs(
+        org.services, org.slug, start=start_date, end=end_date, group_by=group_by, limit=limit, page_token=page_token
+    )

@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+from starlette.convertors import StringConvertor, register_url_convertor
 
+from src.app.schemas.common import Page
 from src.core.security.api_keys import ORG_SLUG_PATTERN
 
 __all__ = ["ORG_SLUG_PATTERN"]
+RESERVED_SLUGS = ("dryrun", "onboard")  # paths of their own under /api/v1/organizations
+
+
+class _OrgPathConvertor(StringConvertor):
+    """``GET /api/v1/organizations/{org_slug:org}`` never matches the reserved words, so the paths
+    ``…/dryrun`` and ``…/onboard`` serve POST only (405 with ``Allow: POST`` otherwise). Any other
+    segment still reaches the route, whose parameter validation answers 422 for a bad slug."""
+
+    regex = f"(?!(?:{'|'.join(RESERVED_SLUGS)})$)[^/]+"
+
+
+register_url_convertor("org", _OrgPathConvertor())
 TABLE_PATTERN = r"^[a-z][a-z0-9\-]{4,61}[a-z0-9]\.[A-Za-z_][A-Za-z0-9_]{0,1023}\.[A-Za-z_][A-Za-z0-9_]{0,1023}$"
 
 
@@ -33,6 +47,13 @@ class OnboardRequest(_Body):
     def _upper(cls, value: str) -> str:
         return value.upper()
 
+    @field_validator("org_slug")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value in RESERVED_SLUGS:
+            raise ValueError(f"{value!r} is reserved")
+        return value
+
     @field_validator("company_name")
     @classmethod
     def _printable(cls, value: str) -> str:
@@ -41,19 +62,33 @@ class OnboardRequest(_Body):
         return value
 
 
+class Limits(BaseModel):
+    daily_run_limit: int | None
+    monthly_run_limit: int | None
+    concurrent_run_limit: int | None
+
+
 class OnboardResponse(BaseModel):
     org_slug: str
     api_key: str = Field(description="Shown once; store it now.")
+    key_id: str = Field(description="Id of that key (named 'default').")
+    key_name: str
     dataset_id: str
     dataset_created: bool
     subscription_plan: str
-    limits: dict[str, int]
+    limits: Limits
     billing_export_table: str | None
+
+
+class DryRunCheck(BaseModel):
+    check: str
+    passed: bool
+    message: str
 
 
 class DryRunResponse(BaseModel):
     valid: bool
-    checks: list[dict[str, Any]]
+    checks: list[DryRunCheck]
 
 
 class OrgResponse(BaseModel):
@@ -64,9 +99,35 @@ class OrgResponse(BaseModel):
     subscription_plan: str | None
     org_dataset: str | None
     billing_export_table: str | None
-    limits: dict[str, int | None]
+    limits: Limits
     created_at: datetime
     updated_at: datetime | None
+
+
+class OrgDetail(OrgResponse):
+    """The profile as the admin's lifecycle routes answer it."""
+
+    billing_source_set_by: str | None
+    suspended_at: datetime | None
+    suspended_reason: str | None
+
+
+class OrgSummary(BaseModel):
+    org_slug: str
+    company_name: str
+    admin_email: str
+    status: str
+    subscription_plan: str | None
+    org_dataset: str | None
+    created_at: datetime
+    suspended_at: datetime | None
+    suspended_reason: str | None
+
+
+class OrgListResponse(Page):
+    organizations: list[OrgSummary]
+    limit: int
+    offset: int
 
 
 class BillingSourceRequest(_Body):
@@ -74,6 +135,12 @@ class BillingSourceRequest(_Body):
         description="project.dataset.table of the GCP standard usage cost export; null clears it.",
         pattern=TABLE_PATTERN,
     )
+
+
+class BillingSourceResponse(BaseModel):
+    org_slug: str
+    billing_export_table: str | None
+    set_by: str | None = Field(description="admin or org; null when cleared.")
 
 
 class DailyCost(BaseModel):
@@ -87,12 +154,50 @@ class DailyCost(BaseModel):
     net_cost: float
 
 
-class DailyCostsResponse(BaseModel):
+class CostTotals(BaseModel):
+    row_count: int
+    gross_cost: float
+    credits: float
+    net_cost: float
+
+
+class DailyCostsResponse(Page):
     org_slug: str
     start_date: date
     end_date: date
-    group_by: str | None
+    group_by: Literal["service", "project", "sku"] | None
     table: str
-    days: list[DailyCost]
-    totals: dict[str, float] | None = Field(description="Sums over the window; null when it holds several currencies.")
-    totals_by_currency: dict[str, dict[str, float]]
+    days: list[DailyCost] = Field(description="One page of rows, by day, currency (and group).")
+    totals: CostTotals | None = Field(
+        description="Sums over the whole window (every page); null when it holds several currencies."
+    )
+    totals_by_currency: dict[str, CostTotals]
+
+
+class UsageToday(BaseModel):
+    date: date
+    runs: int
+    limit: int
+    remaining: int
+    resets_at: str
+
+
+class UsageMonth(BaseModel):
+    month: str = Field(description="YYYY-MM (UTC).")
+    runs: int
+    limit: int
+    remaining: int
+    resets_at: str
+
+
+class UsageConcurrent(BaseModel):
+    running: int
+    slots_in_use: int
+    limit: int
+
+
+class UsageResponse(BaseModel):
+    org_slug: str
+    today: UsageToday
+    month: UsageMonth
+    concurrent: UsageConcurrent

@@ -233,6 +233,16 @@ class Warehouse(ABC):
         the caller starts and closes it."""
         raise NotImplementedError(f"{self.capabilities.name} has no per-org credentials")
 
+    async def check_credentials(self, service_account_info: Mapping[str, Any]) -> None:
+        """Prove a service account's key works before anything is granted to it: a dry-run query
+        as that account (a token is fetched, a job is validated; no data is read, nothing billed)."""
+        probe = self.with_credentials(service_account_info)
+        await probe.start()
+        try:
+            await probe.check_query("SELECT 1")
+        finally:
+            await probe.close()
+
     async def set_dataset_writer(self, dataset: str, member_email: str, *, granted: bool) -> bool:
         """Grant (or take back) write access on a dataset to a service account; True if changed."""
         raise NotImplementedError(f"{self.capabilities.name} has no dataset access control")

@@ -44,3 +44,30 @@ class SlidingWindowLimiter:
 
     def clear(self, key: str) -> None:
         self._hits.pop(key, None)
+
+
+class TokenBucket:
+    """A global budget: ``rate`` operations per second on average, ``burst`` at once (0 = off).
+
+    Used for warehouse lookups of keys that are in no cache: however many made-up keys arrive, the
+    warehouse sees at most ``burst + rate * seconds`` of their lookups from this instance."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = float(burst)
+        self._at = time.monotonic()
+
+    def take(self) -> bool:
+        if self.rate <= 0:
+            return True
+        now = time.monotonic()
+        self._tokens = min(float(self.burst), self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
+    def wait_seconds(self) -> int:
+        return max(1, math.ceil((1.0 - self._tokens) / self.rate)) if self.rate > 0 else 1

@@ -26,9 +26,9 @@ from src.core.pipeline.loader import PipelineStore
 from src.core.pipeline.ports import CheckReport
 from src.core.pipeline.registry import ProcessorRegistry
 from src.core.plans import Plans
-from src.core.security.key_cache import KeyCache
+from src.core.security.key_cache import KeyCache, UnknownKeys
 from src.core.security.kms import Encryptor, build_encryptor
-from src.core.security.rate_limit import SlidingWindowLimiter
+from src.core.security.rate_limit import SlidingWindowLimiter, TokenBucket
 from src.core.services.cache import SingleFlight, TtlCache
 from src.core.services.config_files import validate_all
 from src.core.services.locks import KeyedLocks
@@ -60,11 +60,14 @@ class Services:
     quotas: QuotaRepository
     auth_failures: SlidingWindowLimiter
     admin_calls: SlidingWindowLimiter
+    unknown_keys: UnknownKeys = field(default_factory=lambda: UnknownKeys(0, 0))  # negative cache (bounded)
+    key_lookups: TokenBucket = field(default_factory=lambda: TokenBucket(0, 1))  # global budget of key lookups
     metrics: Metrics = field(default_factory=Metrics)
     org_cache: TtlCache[dict[str, Any]] = field(default_factory=lambda: TtlCache(0))
     org_json: TtlCache[bytes] = field(default_factory=lambda: TtlCache(0))  # rendered profiles (hot GET)
     lookups: SingleFlight[Any] = field(default_factory=SingleFlight)  # concurrent cache misses share one read
     locks: KeyedLocks = field(default_factory=KeyedLocks)
+    readiness_result: tuple[float, dict[str, Any]] | None = None  # (measured at, body): services/readiness.py
     bootstrapped: bool = False  # all central tables seen to exist (see org_checks.missing_central_tables)
     executor: PipelineExecutor = field(init=False)
     run_service: RunService = field(init=False)
@@ -130,6 +133,8 @@ def build_services(settings: Settings, *, metrics: Metrics | None = None) -> Ser
         quotas=QuotaRepository(warehouse, catalog, retry=retry),
         auth_failures=SlidingWindowLimiter(settings.auth_failure_limit, settings.auth_failure_window_seconds),
         admin_calls=SlidingWindowLimiter(settings.admin_rate_limit, 60.0),
+        unknown_keys=UnknownKeys(settings.unknown_key_cache_seconds, settings.unknown_key_cache_size),
+        key_lookups=TokenBucket(settings.key_lookup_rate, settings.key_lookup_burst),
         metrics=metrics,
     )
     services.executor = PipelineExecutor(registry=registry, services=services)

@@ -27,7 +27,13 @@ from typing import TYPE_CHECKING, Any
 
 from src.core.engine.base import Warehouse
 from src.core.engine.repositories.credentials import CredentialRepository
-from src.core.errors import NotFoundError, ServiceError, WarehouseError
+from src.core.errors import (
+    NotFoundError,
+    ServiceError,
+    TransientWarehouseError,
+    ValidationFailedError,
+    WarehouseError,
+)
 from src.core.security.kms import DecryptionError, decrypt_text, encrypt_text
 from src.core.services.locks import KeyedLocks
 from src.core.services.orgs import get_org
@@ -59,8 +65,38 @@ async def _org_dataset(services: Services, org_slug: str) -> str:
     return str(org.get("org_dataset") or services.settings.org_dataset(org_slug))
 
 
+def usable_key_file(services: Services, key_file: dict[str, Any]) -> dict[str, Any]:
+    """The key file as the client uses it: in development tests ``SERVICE_ACCOUNT_TOKEN_URI`` points
+    its token requests at a local fake (the stored file keeps Google's endpoint)."""
+    override = services.settings.service_account_token_uri
+    return {**key_file, "token_uri": override} if override and services.settings.is_local else dict(key_file)
+
+
+async def _check_works(services: Services, key_file: dict[str, str]) -> None:
+    """422 unless the account can get a token and run a dry-run query in its own project."""
+    try:
+        await services.warehouse.check_credentials(usable_key_file(services, key_file))
+    except TransientWarehouseError:
+        raise
+    except WarehouseError as exc:
+        log.warning(
+            "a service-account key failed its check",
+            extra={"principal": key_file["client_email"], "error": exc.message[:300]},
+        )
+        raise ValidationFailedError(
+            "this service account's key does not work: its token was refused or it could not run a dry-run "
+            "query in its own project (it needs roles/bigquery.jobUser there); nothing was stored",
+            code="credentials_not_working",
+        ) from None
+
+
 async def store_gcp_credentials(services: Services, org_slug: str, key_file: dict[str, str]) -> dict[str, Any]:
-    """Store (or replace) the org's service-account key file; returns its metadata."""
+    """Store (or replace) the org's service-account key file; returns its metadata.
+
+    Where the warehouse has principals: the key is first checked to work (a dry-run query as it),
+    then stored, then granted write access to the org's dataset — the least its loads need (they
+    create and replace the org's cost table there) — and if the grant fails the stored row is
+    revoked again and any grant taken back, so no half-stored credential keeps access."""
     dataset = await _org_dataset(services, org_slug)
     email = key_file["client_email"]
     wh = services.warehouse
@@ -68,8 +104,7 @@ async def store_gcp_credentials(services: Services, org_slug: str, key_file: dic
     async with services.locks.hold(f"credentials:{org_slug}"):
         previous = await repo.latest(org_slug, PROVIDER, CREDENTIAL_TYPE, active_only=True)
         if wh.capabilities.org_credentials:
-            # Its loads write the org's cost table: write access on the org's own dataset, nothing more.
-            await wh.set_dataset_writer(dataset, email, granted=True)
+            await _check_works(services, key_file)
         now = datetime.now(UTC)
         credential_id = f"cred_{secrets.token_hex(8)}"
         document = json.dumps(key_file, sort_keys=True, separators=(",", ":"))
@@ -88,6 +123,15 @@ async def store_gcp_credentials(services: Services, org_slug: str, key_file: dic
             "updated_at": now,
         }
         await repo.insert(row)
+        if wh.capabilities.org_credentials:
+            try:
+                await wh.set_dataset_writer(dataset, email, granted=True)
+            except BaseException:
+                await repo.revoke_id(org_slug, credential_id)
+                same = previous is not None and str(previous["principal"] or "").lower() == email.lower()
+                if not same:  # the grant may have been made before the failure was seen
+                    await _take_back_write_access(services, dataset, email)
+                raise
         await repo.revoke_older(org_slug, PROVIDER, CREDENTIAL_TYPE, keep_id=credential_id, created_at=now)
         await services.org_warehouses.invalidate(org_slug)
         if previous is not None and previous["principal"] and previous["principal"].lower() != email.lower():
@@ -198,7 +242,7 @@ class OrgWarehouses:
             ) from None
         if not isinstance(info, dict) or info.get("client_email") != row.get("principal"):
             raise DecryptionError(f"the stored GCP credentials of {org_slug!r} do not match their record")
-        warehouse = self._s.warehouse.with_credentials(info)
+        warehouse = self._s.warehouse.with_credentials(usable_key_file(self._s, info))
         await warehouse.start()
         return warehouse
 

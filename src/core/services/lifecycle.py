@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from src.core import pagination
 from src.core.services.container import invalidate_org
 from src.core.services.orgs import get_org
 
@@ -37,6 +38,13 @@ async def set_status(services: Services, org_slug: str, *, suspend: bool, reason
     return await get_org(services, org_slug)
 
 
-async def list_orgs(services: Services, *, status: str | None, limit: int, offset: int) -> dict[str, Any]:
-    rows = await services.orgs.list_orgs(status=status, limit=limit, offset=offset)
-    return {"organizations": rows, "count": len(rows), "limit": limit, "offset": offset}
+async def list_orgs(
+    services: Services, *, status: str | None, limit: int, offset: int, page_token: str | None
+) -> dict[str, Any]:
+    """One page of organizations (oldest first): by ``page_token`` (preferred) or ``offset``."""
+    filters = {"status": status}
+    position = pagination.decode(page_token, "orgs", filters, 2)
+    after = (pagination.timestamp(position[0]), str(position[1])) if position else None
+    rows = await services.orgs.list_orgs(status=status, limit=limit + 1, offset=0 if after else offset, after=after)
+    shown, token = pagination.page(rows, limit, "orgs", filters, lambda r: (r["created_at"], r["org_slug"]))
+    return {"organizations": shown, "count": len(shown), "limit": limit, "offset": offset, "next_page_token": token}

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
+from src.core import pagination
 from src.core.engine.repositories.costs import GroupBy
 from src.core.engine.sql import TableRef
 from src.core.errors import NotFoundError, ValidationFailedError
@@ -52,29 +53,41 @@ def cost_table(services: Services, org_slug: str) -> TableRef:
 
 
 async def daily_costs(
-    services: Services, org_slug: str, *, start: date, end: date, group_by: GroupBy | None
+    services: Services,
+    org_slug: str,
+    *,
+    start: date,
+    end: date,
+    group_by: GroupBy | None,
+    limit: int,
+    page_token: str | None = None,
 ) -> dict[str, Any]:
+    """One page of cost rows (per day and currency, and group), and the window's totals per currency
+    (over the whole window, on every page; ``totals`` only when there is a single currency)."""
     if end < start:
         raise ValidationFailedError("end_date is before start_date", code="invalid_parameters")
     if (end - start).days + 1 > 366:
         raise ValidationFailedError("the window is longer than 366 days", code="invalid_parameters")
+    filters = {"org": org_slug, "start": start, "end": end, "group_by": group_by}
+    position = pagination.decode(page_token, "costs", filters, 1)
+    offset = pagination.offset(position[0]) if position else 0
     await get_org(services, org_slug)
     table = cost_table(services, org_slug)
-    if not await services.warehouse.table_exists(table):
-        days: list[dict[str, Any]] = []
-    else:
-        days = await services.costs.daily(table, org_slug=org_slug, start=start, end=end, group_by=group_by)
-    by_currency: dict[str, dict[str, float]] = {}
-    for d in days:
-        t = by_currency.setdefault(
-            str(d["currency"]), {"row_count": 0, "gross_cost": 0.0, "credits": 0.0, "net_cost": 0.0}
+    days: list[dict[str, Any]] = []
+    sums: list[dict[str, Any]] = []
+    if await services.warehouse.table_exists(table):
+        days = await services.costs.daily(
+            table, org_slug=org_slug, start=start, end=end, group_by=group_by, limit=limit + 1, offset=offset
         )
-        t["row_count"] += int(d["row_count"])
-        for measure in ("gross_cost", "credits", "net_cost"):
-            t[measure] += float(d[measure] or 0)
-    for t in by_currency.values():
-        for measure in ("gross_cost", "credits", "net_cost"):
-            t[measure] = round(t[measure], 6)
+        sums = await services.costs.totals(table, org_slug=org_slug, start=start, end=end)
+    shown, token = pagination.page(days, limit, "costs", filters, lambda _row: (offset + limit,))
+    by_currency = {
+        str(t["currency"]): {
+            "row_count": int(t["row_count"]),
+            **{m: round(float(t[m] or 0), 6) for m in ("gross_cost", "credits", "net_cost")},
+        }
+        for t in sums
+    }
     empty = {"row_count": 0, "gross_cost": 0.0, "credits": 0.0, "net_cost": 0.0}
     # Money in different currencies is never added up: ``totals`` only when there is one currency.
     totals = next(iter(by_currency.values())) if len(by_currency) == 1 else (empty if not by_currency else None)
@@ -84,7 +97,9 @@ async def daily_costs(
         "end_date": end,
         "group_by": group_by,
         "table": str(table),
-        "days": days,
+        "days": shown,
+        "count": len(shown),
+        "next_page_token": token,
         "totals": totals,
         "totals_by_currency": by_currency,
     }

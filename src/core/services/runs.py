@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
+from src.core import pagination
 from src.core.engine.repositories.quotas import ActiveRun
 from src.core.engine.repositories.runs import NewRun
 from src.core.errors import (
@@ -243,12 +244,26 @@ class RunService:
         return result
 
     async def list(
-        self, *, caller_org: str | None, status: str | None, pipeline: str | None, on_date: date | None, limit: int
-    ) -> list[dict[str, Any]]:
+        self,
+        *,
+        caller_org: str | None,
+        status: str | None,
+        pipeline: str | None,
+        on_date: date | None,
+        limit: int,
+        page_token: str | None = None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of runs, newest first, and the token of the next page."""
+        filters = {"org": caller_org, "status": status, "pipeline": pipeline, "date": on_date}
+        position = pagination.decode(page_token, "runs", filters, 2)
+        after = (pagination.timestamp(position[0]), str(position[1])) if position else None
         rows = await self._s.runs.list_runs(
-            org_slug=caller_org, status=status, pipeline=pipeline, on_date=on_date, limit=limit
+            org_slug=caller_org, status=status, pipeline=pipeline, on_date=on_date, limit=limit + 1, after=after
         )
-        return [_public_run(r) for r in rows]
+        shown, token = pagination.page(
+            rows, limit, "runs", filters, lambda r: (r["created_at"], r["pipeline_logging_id"])
+        )
+        return [_public_run(r) for r in shown], token
 
     # --- cancel ----------------------------------------------------------------------------
     async def cancel(self, run_id: str, caller_org: str | None, *, by: str) -> dict[str, Any]:

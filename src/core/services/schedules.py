@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from src.core import pagination
 from src.core.errors import NotFoundError, ValidationFailedError
 from src.core.pipeline.loader import LoadedPipeline
 from src.core.pipeline.variables import Window, resolve_window, validate_parameters
@@ -188,9 +189,17 @@ async def create_schedule(
     return schedule_view(row)
 
 
-async def list_schedules(services: Services, org_slug: str) -> list[dict[str, Any]]:
+async def list_schedules(
+    services: Services, org_slug: str, *, limit: int, page_token: str | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of the org's schedules (oldest first) and the token of the next page."""
     await get_org(services, org_slug)
-    return [schedule_view(r) for r in await services.scheduler.schedules.list_for_org(org_slug)]
+    filters = {"org": org_slug}
+    position = pagination.decode(page_token, "schedules", filters, 2)
+    after = (pagination.timestamp(position[0]), str(position[1])) if position else None
+    rows = await services.scheduler.schedules.list_for_org(org_slug, limit=limit + 1, after=after)
+    shown, token = pagination.page(rows, limit, "schedules", filters, lambda r: (r["created_at"], r["schedule_id"]))
+    return [schedule_view(r) for r in shown], token
 
 
 async def get_schedule(services: Services, org_slug: str, schedule_id: str) -> dict[str, Any]:
@@ -240,8 +249,21 @@ async def delete_schedule(services: Services, org_slug: str, schedule_id: str) -
     return {"schedule_id": schedule_id, "deleted": True, "cancelled_queue_items": cancelled}
 
 
-async def schedule_items(services: Services, org_slug: str, schedule_id: str, limit: int) -> dict[str, Any]:
+async def schedule_items(
+    services: Services, org_slug: str, schedule_id: str, limit: int, page_token: str | None = None
+) -> dict[str, Any]:
     """The schedule's queue items, newest due time first (state, attempts, last error, run id)."""
     await _existing(services, org_slug, schedule_id)
-    rows = await services.scheduler.queue.for_schedule(org_slug, schedule_id, limit)
-    return {"schedule_id": schedule_id, "items": [item_view(r) for r in rows], "count": len(rows)}
+    filters = {"org": org_slug, "schedule": schedule_id}
+    position = pagination.decode(page_token, "schedule_items", filters, 2)
+    after = (pagination.timestamp(position[0]), str(position[1])) if position else None
+    rows = await services.scheduler.queue.for_schedule(org_slug, schedule_id, limit + 1, after)
+    shown, token = pagination.page(
+        rows, limit, "schedule_items", filters, lambda r: (r["due_time"], r["queue_item_id"])
+    )
+    return {
+        "schedule_id": schedule_id,
+        "items": [item_view(r) for r in shown],
+        "count": len(shown),
+        "next_page_token": token,
+    }

@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from src.core.errors import ServiceError
+from src.core.errors import PermissionDeniedError, ServiceError
 from src.core.pipeline.executor import NullRecorder
 from src.core.pipeline.variables import build_variables
 from src.core.run_types import RunInfo
@@ -20,6 +20,10 @@ if TYPE_CHECKING:
 BOOTSTRAP = "setup/bootstrap/pipeline"
 DRYRUN = "setup/organizations/dryrun/pipeline"
 ONBOARDING = "setup/organizations/onboarding/pipeline"
+MANUAL_RECREATE = (
+    "the manual procedure in README.md, 'Recreating the central tables': export the dataset "
+    "(bq extract), delete it with `bq rm -r -d PROJECT:organizations`, then POST /api/v1/admin/bootstrap"
+)
 
 
 class SetupService:
@@ -59,7 +63,15 @@ class SetupService:
     async def bootstrap(
         self, *, force_recreate_dataset: bool, force_recreate_tables: bool, sync: bool = False
     ) -> dict[str, Any]:
+        if (force_recreate_dataset or force_recreate_tables) and not self._s.settings.is_local:
+            flag = "force_recreate_dataset" if force_recreate_dataset else "force_recreate_tables"
+            raise PermissionDeniedError(
+                f"{flag} deletes every organization's central rows and is refused in "
+                f"{self._s.settings.environment}; to recreate the central tables follow {MANUAL_RECREATE}",
+                code="force_recreate_refused",
+            )
         self._s.bootstrapped = False  # re-checked after this (force flags drop tables)
+        self._s.readiness_result = None  # readiness is measured again
         result = await self._run(
             BOOTSTRAP,
             org_slug=None,

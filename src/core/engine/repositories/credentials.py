@@ -53,6 +53,17 @@ class CredentialRepository:
             },
         )
 
+    async def revoke_id(self, org_slug: str, credential_id: str) -> int:
+        """Revoke one row (compensation when its grant could not be made)."""
+        return await self._wh.execute(
+            f"""
+            UPDATE {self._table}
+            SET status = 'REVOKED', encrypted_credential = NULL, updated_at = CURRENT_TIMESTAMP()
+            WHERE org_slug = @org_slug AND credential_id = @credential_id AND status = 'ACTIVE'
+            """,
+            {"org_slug": org_slug, "credential_id": credential_id},
+        )
+
     async def revoke_all(self, org_slug: str, provider: str, credential_type: str) -> int:
         return await self._wh.execute(
             f"""

@@ -1,6 +1,7 @@
-"""API keys of organizations: lookup by hash, rotation with a grace period, revocation, listing.
+"""API keys of organizations: lookup by hash, issue, supersede (rotation grace), revoke, list.
 
-Never selects the key copy or the hash back out for a listing.
+Never selects the key copy or the hash back out for a listing. Every statement is scoped by
+``org_slug`` except the lookup by hash (which is how the org is found).
 """
 
 from __future__ import annotations
@@ -12,6 +13,11 @@ from src.core.engine.base import TypedParam, Warehouse
 from src.core.engine.catalog import CentralCatalog
 from src.core.engine.rows import insert_statement
 from src.core.errors import WarehouseNotFoundError
+
+LISTED = (
+    "key_id, name, key_prefix, status, scopes, created_at, created_by, last_used_at, expires_at, revoked_at, "
+    "revoked_reason, rotated_from_key_id, replaced_by_key_id"
+)
 
 
 class KeyRepository:
@@ -26,7 +32,7 @@ class KeyRepository:
         try:
             rows = await self._wh.query(
                 f"""
-                SELECT k.key_id, k.org_slug, k.expires_at, k.scopes, p.status AS org_status
+                SELECT k.key_id, k.org_slug, k.expires_at, k.scopes, k.replaced_by_key_id, p.status AS org_status
                 FROM {self._keys} AS k
                 JOIN {self._profiles} AS p ON p.org_slug = k.org_slug
                 WHERE k.key_hash = @key_hash AND k.status = 'ACTIVE'
@@ -40,55 +46,94 @@ class KeyRepository:
     async def insert(self, row: dict[str, Any]) -> None:
         await self._wh.execute(*insert_statement(self._cat.ref("org_api_keys"), self._cat.schema("org_api_keys"), row))
 
-    async def expire_others(self, org_slug: str, keep_key_id: str, expires_at: datetime, reason: str) -> int:
-        """Active keys other than ``keep_key_id`` stop working at ``expires_at`` (never later than
-        an expiry they already had)."""
+    async def get(self, org_slug: str, key_id: str) -> dict[str, Any] | None:
+        rows = await self._wh.query(
+            f"SELECT {LISTED} FROM {self._keys} WHERE org_slug = @org_slug AND key_id = @key_id",
+            {"org_slug": org_slug, "key_id": key_id},
+        )
+        return rows[0] if rows else None
+
+    async def active(self, org_slug: str) -> list[dict[str, Any]]:
+        """The org's ACTIVE rows (expired ones included: they are still rows to count and name)."""
+        return await self._wh.query(
+            f"SELECT {LISTED} FROM {self._keys} WHERE org_slug = @org_slug AND status = 'ACTIVE' "
+            "ORDER BY created_at, key_id",
+            {"org_slug": org_slug},
+        )
+
+    async def supersede(self, org_slug: str, key_id: str, *, replaced_by: str, expires_at: datetime) -> int:
+        """A rotation's grace period: the key works until ``expires_at`` (never later than an expiry
+        it already had) and is marked replaced. Guarded: only an ACTIVE, not yet replaced key."""
         return await self._wh.execute(
             f"""
             UPDATE {self._keys}
             SET expires_at = IF(expires_at IS NULL OR expires_at > @at, @at, expires_at),
-                revoked_reason = @reason
-            WHERE org_slug = @org_slug AND status = 'ACTIVE' AND key_id != @keep
-            """,
-            {"org_slug": org_slug, "keep": keep_key_id, "at": TypedParam("TIMESTAMP", expires_at), "reason": reason},
-        )
-
-    async def revoke(self, org_slug: str, *, key_id: str | None, except_key_id: str | None, reason: str) -> int:
-        """Revoke one key (``key_id``) or every active key but ``except_key_id``."""
-        return await self._wh.execute(
-            f"""
-            UPDATE {self._keys}
-            SET status = 'REVOKED', revoked_at = CURRENT_TIMESTAMP(), revoked_reason = @reason
-            WHERE org_slug = @org_slug AND status = 'ACTIVE'
-              AND (@key_id IS NULL OR key_id = @key_id)
-              AND (@except_key_id IS NULL OR key_id != @except_key_id)
+                replaced_by_key_id = @replaced_by, revoked_reason = 'rotated (grace period)'
+            WHERE org_slug = @org_slug AND key_id = @key_id AND status = 'ACTIVE' AND replaced_by_key_id IS NULL
             """,
             {
                 "org_slug": org_slug,
-                "key_id": TypedParam("STRING", key_id),
-                "except_key_id": TypedParam("STRING", except_key_id),
-                "reason": reason,
+                "key_id": key_id,
+                "replaced_by": replaced_by,
+                "at": TypedParam("TIMESTAMP", expires_at),
             },
         )
 
-    async def list(self, org_slug: str) -> list[dict[str, Any]]:
-        return await self._wh.query(
+    async def revoke(
+        self,
+        org_slug: str,
+        key_id: str,
+        *,
+        reason: str,
+        replaced_by: str | None = None,
+        require_one_of: list[str] | None = None,
+    ) -> int:
+        """Revoke one ACTIVE key. With ``require_one_of``, only while at least one of those other keys
+        is still ACTIVE, unexpiring and not replaced (so the org keeps a working full key even when
+        two revocations race: the second re-checks in the same statement)."""
+        guard = ""
+        params: dict[str, Any] = {
+            "org_slug": org_slug,
+            "key_id": key_id,
+            "reason": reason,
+            "replaced_by": TypedParam("STRING", replaced_by),
+        }
+        if require_one_of is not None:
+            guard = f"""
+              AND EXISTS (
+                SELECT 1 FROM {self._keys} AS other
+                WHERE other.org_slug = @org_slug AND other.key_id IN UNNEST(@others) AND other.status = 'ACTIVE'
+                  AND other.expires_at IS NULL AND other.replaced_by_key_id IS NULL)"""
+            params["others"] = TypedParam("ARRAY<STRING>", require_one_of)
+        return await self._wh.execute(
             f"""
-            SELECT key_id, key_prefix, status, created_at, created_by, last_used_at, expires_at, revoked_at,
-                   revoked_reason, scopes
-            FROM {self._keys}
-            WHERE org_slug = @org_slug
-            ORDER BY created_at DESC
+            UPDATE {self._keys}
+            SET status = 'REVOKED', revoked_at = CURRENT_TIMESTAMP(), revoked_reason = @reason,
+                replaced_by_key_id = IFNULL(@replaced_by, replaced_by_key_id)
+            WHERE org_slug = @org_slug AND key_id = @key_id AND status = 'ACTIVE'{guard}
             """,
-            {"org_slug": org_slug},
+            params,
         )
 
-    async def exists(self, org_slug: str, key_id: str) -> bool:
-        rows = await self._wh.query(
-            f"SELECT key_id FROM {self._keys} WHERE org_slug = @org_slug AND key_id = @key_id",
-            {"org_slug": org_slug, "key_id": key_id},
+    async def list(
+        self, org_slug: str, *, limit: int, after: tuple[datetime, str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Newest first; ``after`` = (created_at, key_id) of the last row of the previous page."""
+        params: dict[str, Any] = {"org_slug": org_slug, "limit": TypedParam("INT64", limit)}
+        where = ""
+        if after is not None:
+            where = "AND (created_at < @after_at OR (created_at = @after_at AND key_id < @after_id))"
+            params.update(after_at=TypedParam("TIMESTAMP", after[0]), after_id=after[1])
+        return await self._wh.query(
+            f"""
+            SELECT {LISTED}
+            FROM {self._keys}
+            WHERE org_slug = @org_slug {where}
+            ORDER BY created_at DESC, key_id DESC
+            LIMIT @limit
+            """,
+            params,
         )
-        return bool(rows)
 
     async def touch(self, org_slug: str, key_id: str) -> None:
         await self._wh.execute(

@@ -40,6 +40,7 @@ class NewKey:
     kms_key_name: str
     created_by: str
     scopes: tuple[str, ...]
+    name: str = "default"
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +135,7 @@ class OrgRepository:
             "org_slug": org.org_slug,
             "key_hash": key.key_hash,
             "key_prefix": key.key_prefix,
+            "name": key.name,
             "encrypted_key": key.encrypted_key,
             "kms_key_name": key.kms_key_name,
             "scopes": list(key.scopes),
@@ -226,17 +228,24 @@ class OrgRepository:
         )
 
     # --- lifecycle (admin) -----------------------------------------------------------------
-    async def list_orgs(self, *, status: str | None, limit: int, offset: int) -> list[dict[str, Any]]:
+    async def list_orgs(
+        self, *, status: str | None, limit: int, offset: int, after: tuple[datetime, str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Oldest first; ``after`` = (created_at, slug) of the last org of the previous page."""
         return await self._query_central(
             f"""
             SELECT p.org_slug, p.company_name, p.admin_email, p.status, p.subscription_plan, p.org_dataset,
                    p.created_at, p.suspended_at, p.suspended_reason
             FROM {self._profiles} AS p
             WHERE (@status IS NULL OR p.status = @status)
+              AND (@after_at IS NULL OR p.created_at > @after_at
+                   OR (p.created_at = @after_at AND p.org_slug > @after_id))
             ORDER BY p.created_at, p.org_slug
             LIMIT @limit OFFSET @offset
             """,
             {
+                "after_at": TypedParam("TIMESTAMP", after[0] if after else None),
+                "after_id": TypedParam("STRING", after[1] if after else None),
                 "status": TypedParam("STRING", status),
                 "limit": TypedParam("INT64", limit),
                 "offset": TypedParam("INT64", offset),

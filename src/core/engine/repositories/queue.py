@@ -188,15 +188,25 @@ class QueueRepository:
             "cancel waiting items",
         )
 
-    async def for_schedule(self, org_slug: str, schedule_id: str, limit: int) -> list[dict[str, Any]]:
+    async def for_schedule(
+        self, org_slug: str, schedule_id: str, limit: int, after: tuple[datetime, str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Newest due time first; ``after`` = (due_time, id) of the last item of the previous page."""
         return await self._wh.query(
             f"""
             SELECT {ITEM_COLUMNS} FROM {self._queue}
             WHERE org_slug = @org_slug AND schedule_id = @schedule_id
-            ORDER BY due_time DESC, created_at DESC
+              AND (@after_at IS NULL OR due_time < @after_at OR (due_time = @after_at AND queue_item_id < @after_id))
+            ORDER BY due_time DESC, queue_item_id DESC
             LIMIT @limit
             """,
-            {"org_slug": org_slug, "schedule_id": schedule_id, "limit": TypedParam("INT64", limit)},
+            {
+                "org_slug": org_slug,
+                "schedule_id": schedule_id,
+                "limit": TypedParam("INT64", limit),
+                "after_at": TypedParam("TIMESTAMP", after[0] if after else None),
+                "after_id": TypedParam("STRING", after[1] if after else None),
+            },
         )
 
     async def depth(self, now: datetime) -> tuple[dict[str, int], float | None]:

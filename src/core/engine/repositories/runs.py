@@ -258,7 +258,9 @@ class RunRepository:
         pipeline: str | None,
         on_date: date | None,
         limit: int,
+        after: tuple[datetime, str] | None = None,
     ) -> list[dict[str, Any]]:
+        """Newest first; ``after`` = (created_at, id) of the last row of the previous page."""
         return await self._wh.query(
             f"""
             SELECT * FROM {self._runs}
@@ -266,10 +268,14 @@ class RunRepository:
               AND (@status IS NULL OR status = @status)
               AND (@pipeline IS NULL OR pipeline_id = @pipeline OR pipeline_path = @pipeline)
               AND (@on_date IS NULL OR (start_date <= @on_date AND end_date >= @on_date))
-            ORDER BY created_at DESC
+              AND (@after_at IS NULL OR created_at < @after_at
+                   OR (created_at = @after_at AND pipeline_logging_id < @after_id))
+            ORDER BY created_at DESC, pipeline_logging_id DESC
             LIMIT @limit
             """,
             {
+                "after_at": TypedParam("TIMESTAMP", after[0] if after else None),
+                "after_id": TypedParam("STRING", after[1] if after else None),
                 "any_org": TypedParam("BOOL", org_slug is None),
                 "org_slug": org_slug or "",
                 "status": TypedParam("STRING", status),

@@ -70,12 +70,25 @@ class ScheduleRepository:
         )
         return rows[0] if rows else None
 
-    async def list_for_org(self, org_slug: str) -> list[dict[str, Any]]:
+    async def list_for_org(
+        self, org_slug: str, *, limit: int, after: tuple[datetime, str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Oldest first; ``after`` = (created_at, id) of the last schedule of the previous page."""
         return await self._with_latest(
             org_slug,
-            f"SELECT {SCHEDULE_COLUMNS} FROM {self._configs} WHERE org_slug = @org_slug "
-            "ORDER BY created_at, schedule_id",
-            {"org_slug": org_slug},
+            f"""
+            SELECT {SCHEDULE_COLUMNS} FROM {self._configs}
+            WHERE org_slug = @org_slug
+              AND (@after_at IS NULL OR created_at > @after_at OR (created_at = @after_at AND schedule_id > @after_id))
+            ORDER BY created_at, schedule_id
+            LIMIT @limit
+            """,
+            {
+                "org_slug": org_slug,
+                "limit": TypedParam("INT64", limit),
+                "after_at": TypedParam("TIMESTAMP", after[0] if after else None),
+                "after_id": TypedParam("STRING", after[1] if after else None),
+            },
         )
 
     async def _with_latest(self, org_slug: str, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:

@@ -72,6 +72,7 @@ class OnboardingProcessor:
 
         plan = s.plans.get(v["subscription_plan"])
         api_key = generate_api_key(org_slug)
+        key_id = new_key_id()
         now = datetime.now(UTC)
         await s.orgs.onboard(
             NewOrg(
@@ -86,7 +87,7 @@ class OnboardingProcessor:
                 concurrent_limit=plan.concurrent_run_limit,
             ),
             NewKey(
-                key_id=new_key_id(),
+                key_id=key_id,
                 key_hash=hash_api_key(api_key),
                 key_prefix=key_prefix(api_key),
                 encrypted_key=await encrypt_text(s.kms, api_key, org_slug=org_slug, purpose="api_key"),
@@ -112,6 +113,8 @@ class OnboardingProcessor:
             "status": "COMPLETED",
             "org_slug": org_slug,
             "api_key": api_key,
+            "key_id": key_id,
+            "key_name": "default",
             "dataset_id": dataset,
             "dataset_created": dataset_created,
             "subscription_plan": v["subscription_plan"],
