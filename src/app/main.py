@@ -105,6 +105,7 @@ async def _services(app: FastAPI) -> AsyncIterator[None]:
     finally:
         await services.scheduler.stop()
         await services.run_service.shutdown()
+        await services.key_use.close()
         await services.org_warehouses.close()
         await services.kms.close()
         await services.warehouse.close()

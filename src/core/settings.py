@@ -53,7 +53,9 @@ class Settings(BaseSettings):
     )
     max_key_grace_seconds: int = Field(7 * 86_400, ge=0, description="Longest grace period of a key rotation.")
     max_api_keys_per_org: int = Field(20, ge=1, le=1000, description="Active API keys one organization may hold.")
-    key_touch_interval_seconds: float = Field(300.0, ge=0, description="last_used_at is written at most this often.")
+    key_touch_interval_seconds: float = Field(
+        300.0, ge=0, description="last_used_at is written at most this often (one statement per instance for all keys)."
+    )
     auth_failure_limit: int = Field(20, ge=0, description="Failed authentications per client per window (0 = off).")
     auth_failure_window_seconds: float = Field(60.0, gt=0)
     admin_rate_limit: int = Field(300, ge=0, description="Admin requests per client per minute (0 = off).")

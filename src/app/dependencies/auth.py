@@ -12,10 +12,8 @@ that keeps failing to authenticate, or calls admin routes too often -> 429 (per-
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,7 +26,6 @@ from src.app.logging_setup import org_slug_var
 from src.core.errors import (
     AuthenticationError,
     PermissionDeniedError,
-    ServiceError,
     ServiceUnavailableError,
     TooManyRequestsError,
 )
@@ -54,8 +51,6 @@ class Identity:
 
 
 ADMIN = Identity(is_admin=True)
-_touched: dict[str, float] = {}
-_background: set[asyncio.Task[None]] = set()
 
 
 def _client(request: Request) -> str:
@@ -66,24 +61,6 @@ def _client(request: Request) -> str:
 def _admin_key_matches(services: Services, presented: str) -> bool:
     expected = services.settings.admin_key_bytes
     return expected is not None and hmac.compare_digest(presented.encode(), expected)
-
-
-def _touch_later(services: Services, identity: KeyIdentity) -> None:
-    """Record last use at most every KEY_TOUCH_INTERVAL_SECONDS per key, off the request path."""
-    now = time.monotonic()
-    if now - _touched.get(identity.key_id, -1e9) < services.settings.key_touch_interval_seconds:
-        return
-    _touched[identity.key_id] = now
-
-    async def touch() -> None:
-        try:
-            await services.keys.touch(identity.org_slug, identity.key_id)
-        except ServiceError as exc:
-            log.warning("could not record key use", extra={"error": exc.message})
-
-    task = asyncio.create_task(touch())
-    _background.add(task)
-    task.add_done_callback(_background.discard)
 
 
 async def _lookup(services: Services, key_hash: str) -> KeyIdentity | None:
@@ -128,7 +105,7 @@ async def _org_identity(services: Services, presented: str) -> Identity:
         raise PermissionDeniedError(
             f"organization {cached.org_slug!r} is suspended; contact your platform admin", code="org_suspended"
         )
-    _touch_later(services, cached)
+    services.key_use.note(cached.org_slug, cached.key_id)  # last use, written in batches
     return Identity(
         is_admin=False,
         org_slug=cached.org_slug,

@@ -20,7 +20,9 @@ class RunStarted(BaseModel):
 
 class RunCancelled(BaseModel):
     pipeline_logging_id: str
-    status: RunStatus = Field(description="CANCELLED once its jobs are cancelled or done; RUNNING while its owner gets there.")
+    status: RunStatus = Field(
+        description="CANCELLED once its jobs are cancelled or done; RUNNING while its owner gets there."
+    )
     cancel_requested: bool
 
 

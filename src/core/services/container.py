@@ -31,7 +31,7 @@ from src.core.security.kms import Encryptor, build_encryptor
 from src.core.security.rate_limit import SlidingWindowLimiter, TokenBucket
 from src.core.services.cache import SingleFlight, TtlCache
 from src.core.services.config_files import validate_all
-from src.core.services.locks import KeyedLocks
+from src.core.services.key_use import KeyUse
 from src.core.settings import Settings
 
 if TYPE_CHECKING:
@@ -66,13 +66,13 @@ class Services:
     org_cache: TtlCache[dict[str, Any]] = field(default_factory=lambda: TtlCache(0))
     org_json: TtlCache[bytes] = field(default_factory=lambda: TtlCache(0))  # rendered profiles (hot GET)
     lookups: SingleFlight[Any] = field(default_factory=SingleFlight)  # concurrent cache misses share one read
-    locks: KeyedLocks = field(default_factory=KeyedLocks)
     readiness_result: tuple[float, dict[str, Any]] | None = None  # (measured at, body): services/readiness.py
     bootstrapped: bool = False  # all central tables seen to exist (see org_checks.missing_central_tables)
     executor: PipelineExecutor = field(init=False)
     run_service: RunService = field(init=False)
     scheduler: SchedulerService = field(init=False)  # schedules, work queue, trigger and workers
     org_warehouses: OrgWarehouses = field(init=False)  # the warehouse for an org's tenant queries
+    key_use: KeyUse = field(init=False)  # last use of keys, written in batches
 
     # --- StepServices (what a processor may use) ------------------------------------------------
     async def warehouse_for(self, org_slug: str | None) -> Warehouse:
@@ -141,6 +141,7 @@ def build_services(settings: Settings, *, metrics: Metrics | None = None) -> Ser
     services.run_service = RunService(services)
     services.scheduler = SchedulerService(services, retry=retry)
     services.org_warehouses = OrgWarehouses(services, ttl_seconds=settings.key_cache_ttl_seconds)
+    services.key_use = KeyUse(services.keys, interval_seconds=settings.key_touch_interval_seconds)
     return services
 
 

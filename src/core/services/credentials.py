@@ -101,43 +101,60 @@ async def store_gcp_credentials(services: Services, org_slug: str, key_file: dic
     email = key_file["client_email"]
     wh = services.warehouse
     repo = _repo(services)
-    async with services.locks.hold(f"credentials:{org_slug}"):
-        previous = await repo.latest(org_slug, PROVIDER, CREDENTIAL_TYPE, active_only=True)
-        if wh.capabilities.org_credentials:
-            await _check_works(services, key_file)
-        now = datetime.now(UTC)
-        credential_id = f"cred_{secrets.token_hex(8)}"
-        document = json.dumps(key_file, sort_keys=True, separators=(",", ":"))
-        row = {
-            "credential_id": credential_id,
-            "org_slug": org_slug,
-            "provider": PROVIDER,
-            "credential_type": CREDENTIAL_TYPE,
-            "encrypted_credential": await encrypt_text(services.kms, document, org_slug=org_slug, purpose=PURPOSE),
-            "kms_key_name": services.kms.key_name,
-            "principal": email,
-            "project_id": key_file["project_id"],
-            "status": "ACTIVE",
-            "last_validated_at": now,
-            "created_at": now,
-            "updated_at": now,
-        }
-        await repo.insert(row)
-        if wh.capabilities.org_credentials:
-            try:
-                await wh.set_dataset_writer(dataset, email, granted=True)
-            except BaseException:
-                await repo.revoke_id(org_slug, credential_id)
-                same = previous is not None and str(previous["principal"] or "").lower() == email.lower()
-                if not same:  # the grant may have been made before the failure was seen
-                    await _take_back_write_access(services, dataset, email)
-                raise
-        await repo.revoke_older(org_slug, PROVIDER, CREDENTIAL_TYPE, keep_id=credential_id, created_at=now)
-        await services.org_warehouses.invalidate(org_slug)
-        if previous is not None and previous["principal"] and previous["principal"].lower() != email.lower():
-            await _take_back_write_access(services, dataset, str(previous["principal"]))
+    previous = await repo.latest(org_slug, PROVIDER, CREDENTIAL_TYPE, active_only=True)
+    if wh.capabilities.org_credentials:
+        await _check_works(services, key_file)
+    now = datetime.now(UTC)
+    credential_id = f"cred_{secrets.token_hex(8)}"
+    document = json.dumps(key_file, sort_keys=True, separators=(",", ":"))
+    row = {
+        "credential_id": credential_id,
+        "org_slug": org_slug,
+        "provider": PROVIDER,
+        "credential_type": CREDENTIAL_TYPE,
+        "encrypted_credential": await encrypt_text(services.kms, document, org_slug=org_slug, purpose=PURPOSE),
+        "kms_key_name": services.kms.key_name,
+        "principal": email,
+        "project_id": key_file["project_id"],
+        "status": "ACTIVE",
+        "last_validated_at": now,
+        "created_at": now,
+        "updated_at": now,
+    }
+    await repo.insert(row)
+    if wh.capabilities.org_credentials:
+        try:
+            await wh.set_dataset_writer(dataset, email, granted=True)
+        except BaseException:
+            await repo.revoke_id(org_slug, credential_id)
+            same = previous is not None and str(previous["principal"] or "").lower() == email.lower()
+            if not same:  # the grant may have been made before the failure was seen
+                await _take_back_write_access(services, dataset, email)
+            raise
+    await _keep_newest(services, org_slug, dataset, credential_id, email, now)
     log.info("stored GCP credentials", extra={"principal": email, "credential_id": credential_id})
     return metadata(row)
+
+
+async def _keep_newest(
+    services: Services, org_slug: str, dataset: str, credential_id: str, email: str, created_at: datetime
+) -> None:
+    """The newest stored key wins, on any number of instances at once, without a lock: revoke the
+    older ACTIVE rows and take their accounts' write access back; if a newer store won meanwhile,
+    this one takes its own account's access back. Every account that loses its row loses its grant
+    (either the winner saw its row, or it sees the winner's)."""
+    repo = _repo(services)
+    older = await repo.active_older(org_slug, PROVIDER, CREDENTIAL_TYPE, keep_id=credential_id, created_at=created_at)
+    await repo.revoke_older(org_slug, PROVIDER, CREDENTIAL_TYPE, keep_id=credential_id, created_at=created_at)
+    await services.org_warehouses.invalidate(org_slug)
+    current = await repo.latest(org_slug, PROVIDER, CREDENTIAL_TYPE, active_only=True)
+    winner = str(current["principal"] or "").lower() if current else ""
+    if current is not None and current["credential_id"] != credential_id:  # a newer key was stored meanwhile
+        if winner != email.lower():
+            await _take_back_write_access(services, dataset, email)
+        return
+    for principal in {str(r["principal"]).lower() for r in older if r["principal"]} - {email.lower()}:
+        await _take_back_write_access(services, dataset, principal)
 
 
 async def get_gcp_credentials(services: Services, org_slug: str) -> dict[str, Any]:
@@ -160,16 +177,13 @@ async def revoke_gcp_credentials(services: Services, org_slug: str) -> dict[str,
     """REVOKED, ciphertext removed, the org's queries back on the shared warehouse."""
     dataset = await _org_dataset(services, org_slug)
     repo = _repo(services)
-    async with services.locks.hold(f"credentials:{org_slug}"):
-        current = await repo.latest(org_slug, PROVIDER, CREDENTIAL_TYPE, active_only=True)
-        if current is None:
-            raise NotFoundError(
-                f"organization {org_slug!r} has no active GCP credentials", code="credentials_not_found"
-            )
-        await repo.revoke_all(org_slug, PROVIDER, CREDENTIAL_TYPE)
-        await services.org_warehouses.invalidate(org_slug)
-        if current["principal"]:
-            await _take_back_write_access(services, dataset, str(current["principal"]))
+    current = await repo.latest(org_slug, PROVIDER, CREDENTIAL_TYPE, active_only=True)
+    if current is None:
+        raise NotFoundError(f"organization {org_slug!r} has no active GCP credentials", code="credentials_not_found")
+    await repo.revoke_all(org_slug, PROVIDER, CREDENTIAL_TYPE)
+    await services.org_warehouses.invalidate(org_slug)
+    if current["principal"]:
+        await _take_back_write_access(services, dataset, str(current["principal"]))
     row = await repo.latest(org_slug, PROVIDER, CREDENTIAL_TYPE, active_only=False)
     log.info("revoked GCP credentials", extra={"principal": current["principal"]})
     return metadata(row or current)

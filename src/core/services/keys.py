@@ -13,6 +13,12 @@ Rules (the org's own calls; the admin key is exempt from the last two):
   expiry and was not replaced. Revoking (or narrowing by rotation) the last guarantor is refused
   (409 ``last_full_key``); the revocation statement re-checks that another guarantor still exists.
 
+No rule rests on a lock: each is one guarded statement, so it holds across instances. A named key
+is inserted by one MERGE that requires its name free and the org under ``MAX_API_KEYS_PER_ORG``
+(``KeyRepository.insert_named``); a rotation's new key by one MERGE that requires no replacement of
+that key yet (``insert_rotation``: of concurrent rotations of one key, one wins, the others get 409
+``key_already_replaced``); the old key is then superseded or revoked with a guarded UPDATE.
+
 Changes made here drop this instance's cached keys of the org at once; other instances drop
 theirs within ``KEY_CACHE_TTL_SECONDS``.
 """
@@ -122,7 +128,9 @@ async def _issue(
     expires_at: datetime | None,
     created_by: str,
     rotated_from: str | None = None,
-) -> tuple[str, dict[str, Any]]:
+) -> tuple[str, dict[str, Any], bool]:
+    """A new key, written with the guarded statement of its kind (a named key: its name free and
+    the org under its key limit; a rotation: no replacement of that key yet). (key, row, inserted)."""
     api_key = generate_api_key(org_slug)
     row = {
         "key_id": new_key_id(),
@@ -139,8 +147,11 @@ async def _issue(
         "created_by": created_by,
         "created_at": datetime.now(UTC),
     }
-    await services.keys.insert(row)
-    return api_key, row
+    if rotated_from is not None:
+        inserted = await services.keys.insert_rotation(row)
+    else:
+        inserted = await services.keys.insert_named(row, limit=services.settings.max_api_keys_per_org)
+    return api_key, row, inserted
 
 
 async def create_key(
@@ -158,19 +169,18 @@ async def create_key(
     now = datetime.now(UTC)
     if expires_at is not None and expires_at <= now:
         raise ValidationFailedError("expires_at must be in the future", code="invalid_expiry")
-    async with services.locks.hold(f"keys:{org_slug}"):
-        await _check_actor(services, org_slug, actor)
+    await _check_actor(services, org_slug, actor)
+    api_key, row, inserted = await _issue(
+        services, org_slug, name=name, key_scopes=wanted, expires_at=expires_at, created_by=actor.label
+    )
+    if not inserted:  # the guarded insert refused: say why
         active = [r for r in await services.keys.active(org_slug) if _effective_status(r, now) == "ACTIVE"]
         if any(r.get("name") == name for r in active):
             raise ConflictError(f"the organization already has an active key named {name!r}", code="key_name_taken")
         limit = services.settings.max_api_keys_per_org
-        if len(active) >= limit:
-            raise ConflictError(
-                f"the organization has {len(active)} active keys (at most {limit}); revoke one first",
-                code="too_many_keys",
-            )
-        api_key, row = await _issue(
-            services, org_slug, name=name, key_scopes=wanted, expires_at=expires_at, created_by=actor.label
+        raise ConflictError(
+            f"the organization has {len(active)} active keys (at most {limit}); revoke one first",
+            code="too_many_keys",
         )
     return {"org_slug": org_slug, "api_key": api_key, **view(row, now)}
 
@@ -202,43 +212,42 @@ async def rotate_key(
     limit = services.settings.max_key_grace_seconds
     if not 0 <= grace_seconds <= limit:
         raise ValidationFailedError(f"grace_period_seconds must be between 0 and {limit}", code="invalid_grace_period")
-    async with services.locks.hold(f"keys:{org_slug}"):
-        await _check_actor(services, org_slug, actor)
-        if key_id is None:
-            key_id = actor.key_id if not actor.is_admin else await _sole_active_key(services, org_slug)
-        old = await _target(services, org_slug, str(key_id))
-        now = datetime.now(UTC)
-        if _effective_status(old, now) != "ACTIVE":
-            raise ConflictError(
-                f"key {key_id!r} is {_effective_status(old, now)}: nothing to rotate", code="key_inactive"
-            )
-        if old.get("replaced_by_key_id") is not None:
-            raise ConflictError(
-                f"key {key_id!r} was already replaced by {old['replaced_by_key_id']!r}", code="key_already_replaced"
-            )
-        _within_caller(actor, old.get("scopes") or (), "cannot rotate a key that has")
-        wanted = _ordered(old.get("scopes") or () if key_scopes is None else key_scopes)
-        _within_caller(actor, wanted, "a new key cannot have")
-        new_is_full = frozenset(wanted) >= FULL and old.get("expires_at") is None
-        others = await _other_guarantors(services, org_slug, str(key_id), now)
-        if not actor.is_admin and _is_guarantor(old, now) and not new_is_full and not others:
-            raise _last_full_key("narrow")
-        api_key, row = await _issue(
-            services,
-            org_slug,
-            name=str(old.get("name") or "default"),
-            key_scopes=wanted,
-            expires_at=old.get("expires_at"),
-            created_by=actor.label,
-            rotated_from=str(key_id),
+    await _check_actor(services, org_slug, actor)
+    if key_id is None:
+        key_id = actor.key_id if not actor.is_admin else await _sole_active_key(services, org_slug)
+    old = await _target(services, org_slug, str(key_id))
+    now = datetime.now(UTC)
+    if _effective_status(old, now) != "ACTIVE":
+        raise ConflictError(f"key {key_id!r} is {_effective_status(old, now)}: nothing to rotate", code="key_inactive")
+    if old.get("replaced_by_key_id") is not None:
+        raise ConflictError(
+            f"key {key_id!r} was already replaced by {old['replaced_by_key_id']!r}", code="key_already_replaced"
         )
-        if grace_seconds == 0:
-            old_expire: datetime | None = now
-            await services.keys.revoke(org_slug, str(key_id), reason="rotated", replaced_by=row["key_id"])
-        else:
-            old_expire = now + timedelta(seconds=grace_seconds)
-            await services.keys.supersede(org_slug, str(key_id), replaced_by=row["key_id"], expires_at=old_expire)
-        invalidate_org(services, org_slug)
+    _within_caller(actor, old.get("scopes") or (), "cannot rotate a key that has")
+    wanted = _ordered(old.get("scopes") or () if key_scopes is None else key_scopes)
+    _within_caller(actor, wanted, "a new key cannot have")
+    new_is_full = frozenset(wanted) >= FULL and old.get("expires_at") is None
+    others = await _other_guarantors(services, org_slug, str(key_id), now)
+    if not actor.is_admin and _is_guarantor(old, now) and not new_is_full and not others:
+        raise _last_full_key("narrow")
+    api_key, row, inserted = await _issue(
+        services,
+        org_slug,
+        name=str(old.get("name") or "default"),
+        key_scopes=wanted,
+        expires_at=old.get("expires_at"),
+        created_by=actor.label,
+        rotated_from=str(key_id),
+    )
+    if not inserted:  # another rotation of this key (on any instance) got there first
+        raise ConflictError(f"key {key_id!r} is being rotated by another request", code="key_already_replaced")
+    if grace_seconds == 0:
+        old_expire: datetime | None = now
+        await services.keys.revoke(org_slug, str(key_id), reason="rotated", replaced_by=row["key_id"])
+    else:
+        old_expire = now + timedelta(seconds=grace_seconds)
+        await services.keys.supersede(org_slug, str(key_id), replaced_by=row["key_id"], expires_at=old_expire)
+    invalidate_org(services, org_slug)
     return {
         "org_slug": org_slug,
         "api_key": api_key,
@@ -267,22 +276,21 @@ def _last_full_key(verb: str) -> ConflictError:
 
 async def revoke_key(services: Services, org_slug: str, key_id: str, actor: KeyActor) -> dict[str, Any]:
     """Revoke one key without a replacement. The org's own keys may not revoke its last guarantor."""
-    async with services.locks.hold(f"keys:{org_slug}"):
-        await _check_actor(services, org_slug, actor)
-        row = await _target(services, org_slug, key_id)
-        _within_caller(actor, row.get("scopes") or (), "cannot revoke a key that has")
-        now = datetime.now(UTC)
-        reason = "revoked by admin" if actor.is_admin else f"revoked by key {actor.key_id}"
-        guard: list[str] | None = None
-        if not actor.is_admin and _is_guarantor(row, now):
-            guard = await _other_guarantors(services, org_slug, key_id, now)
-            if not guard:
-                raise _last_full_key("revoke")
-        revoked = await services.keys.revoke(org_slug, key_id, reason=reason, require_one_of=guard)
-        if not revoked and guard is not None and row["status"] == "ACTIVE":
-            raise _last_full_key("revoke")  # the other full key was revoked meanwhile (another instance)
-        invalidate_org(services, org_slug)
-        after = await services.keys.get(org_slug, key_id) or row
+    await _check_actor(services, org_slug, actor)
+    row = await _target(services, org_slug, key_id)
+    _within_caller(actor, row.get("scopes") or (), "cannot revoke a key that has")
+    now = datetime.now(UTC)
+    reason = "revoked by admin" if actor.is_admin else f"revoked by key {actor.key_id}"
+    guard: list[str] | None = None
+    if not actor.is_admin and _is_guarantor(row, now):
+        guard = await _other_guarantors(services, org_slug, key_id, now)
+        if not guard:
+            raise _last_full_key("revoke")
+    revoked = await services.keys.revoke(org_slug, key_id, reason=reason, require_one_of=guard)
+    if not revoked and guard is not None and row["status"] == "ACTIVE":
+        raise _last_full_key("revoke")  # the other full key was revoked meanwhile (another instance)
+    invalidate_org(services, org_slug)
+    after = await services.keys.get(org_slug, key_id) or row
     return {"org_slug": org_slug, "revoked": bool(revoked), **view(after, now)}
 
 

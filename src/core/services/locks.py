@@ -1,7 +1,6 @@
-"""Per-key asyncio locks: serialize check-then-write flows of one org inside this process.
-
-They are an optimisation and a guard for the single-process DuckDB default; across instances
-(BigQuery) the guarded statements and the periodic recount of slots are what protect the data.
+"""Per-key asyncio locks, for this process's own caches only (one refresh of an org's client at a
+time, ``credentials.OrgWarehouses``). No guarantee about the data rests on them: several instances
+share the tables, and each rule there is one guarded statement (CLAUDE.md, "Rules of the house").
 """
 
 from __future__ import annotations

@@ -32,6 +32,26 @@ class CredentialRepository:
     async def insert(self, row: dict[str, Any]) -> None:
         await self._wh.execute(*insert_statement(self._ref, self._schema, row))
 
+    async def active_older(
+        self, org_slug: str, provider: str, credential_type: str, *, keep_id: str, created_at: datetime
+    ) -> list[dict[str, Any]]:
+        """The ACTIVE rows ``revoke_older`` would revoke (their principals lose their grants)."""
+        return await self._wh.query(
+            f"""
+            SELECT credential_id, principal FROM {self._table}
+            WHERE org_slug = @org_slug AND provider = @provider AND credential_type = @credential_type
+              AND status = 'ACTIVE' AND credential_id != @keep_id
+              AND (created_at < @created_at OR (created_at = @created_at AND credential_id < @keep_id))
+            """,
+            {
+                "org_slug": org_slug,
+                "provider": provider,
+                "credential_type": credential_type,
+                "keep_id": keep_id,
+                "created_at": TypedParam("TIMESTAMP", created_at),
+            },
+        )
+
     async def revoke_older(
         self, org_slug: str, provider: str, credential_type: str, *, keep_id: str, created_at: datetime
     ) -> int:

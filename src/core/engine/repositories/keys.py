@@ -6,18 +6,23 @@ Never selects the key copy or the hash back out for a listing. Every statement i
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from src.core.engine.base import TypedParam, Warehouse
 from src.core.engine.catalog import CentralCatalog
-from src.core.engine.rows import insert_statement
+from src.core.engine.rows import insert_statement, typed_params
 from src.core.errors import WarehouseNotFoundError
 
 LISTED = (
     "key_id, name, key_prefix, status, scopes, created_at, created_by, last_used_at, expires_at, revoked_at, "
     "revoked_reason, rotated_from_key_id, replaced_by_key_id"
 )
+
+
+# A key that still authenticates: not expired (a key in its rotation grace period still counts).
+_USABLE = "AND ({t}.expires_at IS NULL OR {t}.expires_at > CURRENT_TIMESTAMP())"
 
 
 class KeyRepository:
@@ -45,6 +50,41 @@ class KeyRepository:
 
     async def insert(self, row: dict[str, Any]) -> None:
         await self._wh.execute(*insert_statement(self._cat.ref("org_api_keys"), self._cat.schema("org_api_keys"), row))
+
+    async def insert_named(self, row: dict[str, Any], *, limit: int) -> bool:
+        """Insert a new named key only if no usable key of the org has its name and the org holds
+        fewer than ``limit`` usable keys: ONE MERGE (mutating DML: concurrent ones on the table
+        conflict and the loser's retry sees the winner's row), so two instances creating keys at once
+        can neither both take a name nor both take the last place. True if inserted."""
+        return await self._merge_new_key(
+            row,
+            on="t.org_slug = s.org_slug AND t.name = s.name",
+            extra_guard=f"""(SELECT COUNT(*) FROM {self._keys} AS k
+                 WHERE k.org_slug = @r_org_slug AND k.status = 'ACTIVE' {_USABLE.format(t="k")}) < @limit""",
+            params={"limit": TypedParam("INT64", limit)},
+        )
+
+    async def insert_rotation(self, row: dict[str, Any]) -> bool:
+        """Insert the replacement of ``row['rotated_from_key_id']`` only if that key has no usable
+        replacement yet: ONE MERGE, so of concurrent rotations of one key exactly one gets a new key."""
+        return await self._merge_new_key(
+            row, on="t.org_slug = s.org_slug AND t.rotated_from_key_id = s.rotated_from_key_id"
+        )
+
+    async def _merge_new_key(
+        self, row: dict[str, Any], *, on: str, extra_guard: str = "TRUE", params: dict[str, Any] | None = None
+    ) -> bool:
+        schema = self._cat.schema("org_api_keys")
+        bound: dict[str, Any] = {**typed_params(schema, row, prefix="r_"), **(params or {})}
+        columns = list(row)
+        source = ", ".join(f"@r_{c} AS {c}" for c in columns)
+        sql = f"""
+            MERGE {self._keys} AS t
+            USING (SELECT {source} FROM (SELECT 1) WHERE {extra_guard}) AS s
+            ON {on} AND t.status = 'ACTIVE' {_USABLE.format(t="t")}
+            WHEN NOT MATCHED THEN INSERT ({", ".join(columns)}) VALUES ({", ".join(f"s.{c}" for c in columns)})
+        """
+        return await self._wh.execute(sql, bound) == 1
 
     async def get(self, org_slug: str, key_id: str) -> dict[str, Any] | None:
         rows = await self._wh.query(
@@ -135,8 +175,17 @@ class KeyRepository:
             params,
         )
 
-    async def touch(self, org_slug: str, key_id: str) -> None:
-        await self._wh.execute(
-            f"UPDATE {self._keys} SET last_used_at = @now WHERE org_slug = @org_slug AND key_id = @key_id",
-            {"org_slug": org_slug, "key_id": key_id, "now": TypedParam("TIMESTAMP", datetime.now(UTC))},
+    async def touch_many(self, keys: Sequence[tuple[str, str]]) -> int:
+        """``last_used_at`` = now for these (org, key id) pairs: one UPDATE for all of them."""
+        if not keys:
+            return 0
+        return await self._wh.execute(
+            f"""
+            UPDATE {self._keys} SET last_used_at = @now
+            WHERE CONCAT(org_slug, '/', key_id) IN UNNEST(@keys)
+            """,
+            {
+                "keys": TypedParam("ARRAY<STRING>", [f"{org}/{key}" for org, key in keys]),
+                "now": TypedParam("TIMESTAMP", datetime.now(UTC)),
+            },
         )
