@@ -137,7 +137,8 @@ class DuckDBBackend(Backend):
 
 
 class BigQueryBackend(Backend):
-    """Each server gets a project of its own on the shared emulator."""
+    """Each server gets a project of its own on the shared emulator (``servers_on``: several
+    processes on one project)."""
 
     name = "bigquery"
 
@@ -176,17 +177,54 @@ class BigQueryBackend(Backend):
             retry_deadline_seconds=5,
         )
 
-    def new_server(self, tmp: Path, seed: Seed | None, **env: str) -> ServerProcess:
-        tmp.mkdir(parents=True, exist_ok=True)
+    def new_project(self, seed: Seed | None) -> str:
+        """A project of its own on the shared emulator (fresh state), with the demo export if asked."""
         project = f"test-proj-{next(_projects)}"
         if seed is not None:
             asyncio.run(_seed_with(self._warehouse(project), seed))
-        settings = {**self.env(project), **env}
+        return project
+
+    def new_server(self, tmp: Path, seed: Seed | None, **env: str) -> ServerProcess:
+        tmp.mkdir(parents=True, exist_ok=True)
+        settings = {**self.env(self.new_project(seed)), **env}
         if settings.get("ENVIRONMENT", "development") != "development":
             settings.pop("SERVICE_ACCOUNT_TOKEN_URI", None)  # development only: staging refuses it
         server = ServerProcess(tmp, settings)
         server.start()
         return server
+
+    def servers_on(self, project: str, tmp: Path, count: int, **env: str) -> list[ServerProcess]:
+        """``count`` started service processes on ONE project: one warehouse, as Cloud Run's instances
+        share one. Each has its own port, data dir and ``INSTANCE_ID`` (``<project>-i<n>``); they share
+        one local KMS key file, so what one instance encrypts another decrypts (as with Cloud KMS)."""
+        import threading
+
+        kms_key = tmp / "local_kms.key"
+        servers = []
+        for n in range(1, count + 1):
+            data = tmp / f"instance-{n}"
+            data.mkdir(parents=True, exist_ok=True)
+            common = {"INSTANCE_ID": f"{project}-i{n}", "LOCAL_KMS_KEY_PATH": str(kms_key)}
+            servers.append(ServerProcess(data, {**self.env(project), **common, **env}))
+        servers[0].start()  # the first one writes the KMS key file the others read
+        errors: list[BaseException] = []
+
+        def start(server: ServerProcess) -> None:
+            try:
+                server.start()
+            except BaseException as exc:  # reported below, after every thread ended
+                errors.append(exc)
+
+        threads = [threading.Thread(target=start, args=(s,)) for s in servers[1:]]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            for server in servers:
+                server.stop()
+            raise errors[0]
+        return servers
 
     def seed(self, server: ServerProcess, seed: Seed) -> None:
         asyncio.run(_seed_with(self._warehouse(server.env["GCP_PROJECT_ID"]), seed))

@@ -659,6 +659,7 @@ class Proxy:
         self,
         *,
         api: str,
+        project: str | None = None,
         job_id: str | None,
         kind: str,
         table: str | None,
@@ -672,6 +673,7 @@ class Proxy:
         entry = {
             "seq": len(self.statements) + 1,
             "api": api,
+            "project": project,
             "job_id": job_id,
             "kind": kind,
             "table": table,
@@ -699,7 +701,7 @@ class Proxy:
 
     def stats(self, filters: dict[str, str]) -> dict[str, Any]:
         rows = self.statements
-        for key in ("org", "run_id", "kind", "table", "job_id", "outcome"):
+        for key in ("project", "org", "run_id", "kind", "table", "job_id", "outcome"):
             if key in filters:
                 rows = [r for r in rows if str(r.get(key)) == filters[key]]
         counts: dict[tuple[str, str | None], Counter[str]] = {}
@@ -848,7 +850,9 @@ class Proxy:
                 spec = configuration.get("load") or configuration.get("copy") or {}
                 dest = spec.get("destinationTable") or {}
                 table = ".".join(dest[k] for k in ("projectId", "datasetId", "tableId") if dest.get(k)) or None
-                entry = self._record(api=route, job_id=job_id, kind=kind, table=table, labels=labels, dry_run=dry_run)
+                entry = self._record(
+                    api=route, project=project, job_id=job_id, kind=kind, table=table, labels=labels, dry_run=dry_run
+                )
                 return await self._forward_recorded(request, body, [entry])
             sql, default_dataset = query_config.get("query"), query_config.get("defaultDataset")
             legacy = query_config.get("useLegacySql") is True
@@ -872,6 +876,7 @@ class Proxy:
             entries = [
                 self._record(
                     api=route,
+                    project=project,
                     job_id=job_id,
                     kind=statements[0].kind,
                     table=statements[0].table,
@@ -885,11 +890,20 @@ class Proxy:
         else:
             job_kind = "SCRIPT"
             entries = [
-                self._record(api=route, job_id=job_id, kind="SCRIPT", table=None, labels=labels, dry_run=dry_run)
+                self._record(
+                    api=route,
+                    project=project,
+                    job_id=job_id,
+                    kind="SCRIPT",
+                    table=None,
+                    labels=labels,
+                    dry_run=dry_run,
+                )
             ]
             entries += [
                 self._record(
                     api=route,
+                    project=project,
                     job_id=job_id,
                     kind=s.kind,
                     table=s.table,
@@ -1205,8 +1219,8 @@ async def _control(proxy: Proxy, request: Request) -> Response:
       rejected, cancelled and finished jobs (jobs still waiting or running stay known); ``?config=1``
       also restores the default settings.
     * ``GET /_proxy/stats``: counts by (kind, table), per-table slots and peaks, request counts by
-      API method, and every statement; filters ``org``, ``run_id``, ``kind``, ``table``,
-      ``job_id``, ``outcome``.
+      API method, and every statement (with the ``project`` its job ran in); filters ``project``,
+      ``org``, ``run_id``, ``kind``, ``table``, ``job_id``, ``outcome``.
     """
     name, method = request.url.path.removeprefix("/_proxy/").strip("/"), request.method
     if name == "health":
