@@ -37,6 +37,7 @@ pytestmark = pytest.mark.bigquery
 
 MUTATING = {"UPDATE", "DELETE", "MERGE"}
 HEARTBEAT = 1.0
+KEY_TOUCH = 2.0  # keys' last use: one statement per instance and interval
 HELD = ("held", "held_2", "held_3")
 CENTRAL = "organizations"
 
@@ -66,6 +67,7 @@ def budget_server(
         HEARTBEAT_SECONDS=str(HEARTBEAT),
         RUN_LEASE_SECONDS="4",  # the orphan sweep (every half lease) runs often: it must write nothing
         QUEUE_LEASE_SECONDS="30",
+        KEY_TOUCH_INTERVAL_SECONDS=str(KEY_TOUCH),
     )
     assert Api(srv).bootstrap().status_code == 200
     yield srv
@@ -102,7 +104,9 @@ class Log:
 
 
 def is_heartbeat(statement: dict[str, Any]) -> bool:
-    return statement["kind"] == "UPDATE" and "heartbeat_at = CURRENT_TIMESTAMP()" in (statement["sql"] or "")
+    """The instance's periodic statements, counted apart from a run's: heartbeats, keys' last use."""
+    sql = statement["sql"] or ""
+    return statement["kind"] == "UPDATE" and ("heartbeat_at = CURRENT_TIMESTAMP()" in sql or "last_used_at" in sql)
 
 
 def mutating(counts: Counter[tuple[str, str]]) -> dict[tuple[str, str], int]:
@@ -160,16 +164,20 @@ def test_heartbeats_are_one_statement_per_interval_for_all_runs_and_an_idle_inst
     runs = [api.run(slug, key, {}, pipeline=f"testing/slow/{name}") for name in HELD]
     assert all(r.status_code == 202 for r in runs), [r.text for r in runs]
     time.sleep(5 * HEARTBEAT)
-    beats = [r for r in log.statements() if is_heartbeat(r)]
+    periodic = [r for r in log.statements() if is_heartbeat(r)]
+    beats = [r for r in periodic if "heartbeat_at" in r["sql"]]
+    touches = [r for r in periodic if "last_used_at" in r["sql"]]
     elapsed = time.monotonic() - started
     gate.opened.set()
     for r in runs:
         assert api.wait(r.json()["pipeline_logging_id"], key)["status"] == "COMPLETED"
-    # One statement per interval for the three, not one per run and interval.
+    # One statement per interval for the three runs, not one per run and interval; the same for keys.
     assert 3 <= len(beats) <= math.ceil(elapsed / HEARTBEAT) + 1, (len(beats), elapsed)
+    assert 1 <= len(touches) <= math.ceil(elapsed / KEY_TOUCH) + 1, (len(touches), elapsed)
 
-    # Idle now: several heartbeat intervals and orphan sweeps (RUN_LEASE_SECONDS=4) write nothing.
-    time.sleep(0.5)
+    # Idle now (once the last use of the key by the calls above is written): several heartbeat
+    # intervals and orphan sweeps (RUN_LEASE_SECONDS=4) write nothing.
+    time.sleep(KEY_TOUCH + 1)
     log.mark()
     time.sleep(5 * HEARTBEAT)
     writes = [r for r in log.statements() if r["kind"] != "SELECT"]

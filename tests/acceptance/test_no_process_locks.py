@@ -166,16 +166,15 @@ def the_one_working_key(cluster: Cluster, slug: str, calling: str, responses: li
 
 @pytest.mark.parametrize("grace", [0, 3])
 def test_concurrent_key_rotations_leave_exactly_one_working_key(start_cluster: StartCluster, grace: int) -> None:
-    """What the API promises when one key is rotated on three instances at once: each rotation
-    answers 200 (a new key, returned once) or 409 (refused: another rotation of the same org won);
-    at least one answers 200; none answers 5xx. The rotations that answered 200 take effect in some
-    order, each superseding every other key of the org, which then works for ``grace`` seconds and
-    answers 401 after it (README, Keys). So once the grace period is over, exactly one key of the
-    org works, on every instance: one that a 200 returned (the last rotation's); the calling key and
-    every other returned key answer 401; the org's key list shows that one key ACTIVE without an
-    expiry. (Key caches are off, ``KEY_CACHE_TTL_SECONDS=0``: this is about the warehouse's state,
-    not about the documented cache lifetime.) A single rotation is checked the same way first, so a
-    failure of the concurrent ones is theirs, not the harness's."""
+    """What the API promises when one key is rotated on three instances at once: a rotation
+    replaces that one named key, and of concurrent rotations of it exactly one answers 200 (its
+    replacement, returned once) and the others 409 ``key_already_replaced`` (one guarded MERGE
+    decides); none answers 5xx. The rotated key works for ``grace`` seconds and answers 401 after it
+    (README, Keys). So once the grace period is over, exactly one key of the org works, on every
+    instance: the one the 200 returned; the calling key answers 401; the org's key list shows that
+    one key ACTIVE without an expiry. (Key caches are off, ``KEY_CACHE_TTL_SECONDS=0``: this is about
+    the warehouse's state, not about the documented cache lifetime.) A single rotation is checked the
+    same way first, so a failure of the concurrent ones is theirs, not the harness's."""
     cluster = start_cluster(INSTANCES, KEY_CACHE_TTL_SECONDS="0")
     slug = unique_slug("race_rotate")
     original = cluster.apis[0].onboard(slug)
@@ -186,6 +185,9 @@ def test_concurrent_key_rotations_leave_exactly_one_working_key(start_cluster: S
     key = the_one_working_key(cluster, slug, original, alone)
 
     at_the_same_time = rotate(cluster.apis, slug, key, grace)
+    codes = sorted(r.status_code for r in at_the_same_time)
+    assert codes == [200] + [409] * (INSTANCES - 1), show(at_the_same_time)
+    assert all(r.json()["error"] == "key_already_replaced" for r in at_the_same_time if r.status_code == 409)
     the_one_working_key(cluster, slug, key, at_the_same_time)
     no_server_errors(cluster)
 
