@@ -1,4 +1,4 @@
-"""Benchmark C: the control plane's statements on the central tables, counted by the BigQuery-limits proxy.
+"""Benchmark D: the control plane's statements on the central tables, counted by the BigQuery-limits proxy.
 
 ``cd /work/main && .venv/bin/python -m benchmarks.dml_budget [--orgs 10] [--repo PATH]``
 
@@ -84,7 +84,7 @@ def main() -> None:
     parser.add_argument("--idle", type=float, default=10.0)
     parser.add_argument("--repo", type=Path, default=REPO, help="the checkout whose service runs")
     args = parser.parse_args()
-    print_header("C: control-plane statements on the central tables (BigQuery-limits proxy)")
+    print_header("D: control-plane statements on the central tables (BigQuery-limits proxy)")
     print(f"service from: {args.repo}")
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)

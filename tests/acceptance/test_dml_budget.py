@@ -203,16 +203,26 @@ def test_a_trigger_claims_every_due_schedule_in_one_statement_and_claims_are_bat
     ), log.counts()
 
     log.mark()
+    started = time.monotonic()
     done = process(api, max_items=10)
+    elapsed = time.monotonic() - started
     assert done["by_state"] == {"COMPLETED": 6}, done
     counts = log.counts()
     queue_updates = [
-        r for r in log.statements() if r["kind"] == "UPDATE" and r["table"] == "org_pipeline_execution_queue"
+        r["sql"] or ""
+        for r in log.statements()
+        if r["kind"] == "UPDATE" and r["table"] == "org_pipeline_execution_queue"
     ]
-    claims = [r for r in queue_updates if "attempts = IFNULL(attempts, 0) + 1" in (r["sql"] or "")]
-    # SCHEDULER_WORKERS=3: a claim for three, then one per freed worker at most; finishes batched.
+    claims = [q for q in queue_updates if "attempts = IFNULL(attempts, 0) + 1" in q]
+    renewals = [q for q in queue_updates if "SET lease_expires_at = @lease_until" in q]
+    finishes = [q for q in queue_updates if "completed_at = IF(" in q]
+    assert len(claims) + len(renewals) + len(finishes) == len(queue_updates), queue_updates
+    # SCHEDULER_WORKERS=3: a claim for three, then one per freed worker at most.
     assert 2 <= len(claims) <= 5, counts
-    assert len(queue_updates) - len(claims) < 6, counts
+    # Leases: one UPDATE per lease/3 (QUEUE_LEASE_SECONDS=30) for everything held, not one per item.
+    assert len(renewals) <= elapsed // 10 + 1, (len(renewals), elapsed)
+    # Finishes: group-committed, never more than one statement per item.
+    assert 1 <= len(finishes) <= 6, counts
     # Each run: admission + release + final state; the schedules and due times get nothing.
     assert counts[("UPDATE", "org_usage_quotas")] == 12 and counts[("UPDATE", "org_meta_pipeline_runs")] == 6, counts
     assert not any(t in {"org_pipeline_configs", "org_scheduled_pipeline_runs"} for (_, t) in mutating(counts)), counts

@@ -13,7 +13,7 @@ from src.app.dependencies.services import ServicesDep
 from src.app.logging_setup import request_id_var
 from src.app.schemas.common import AUTH, BODY, ORG, IsoDate, PageToken, errors, limit_query
 from src.app.schemas.organizations import ORG_SLUG_PATTERN
-from src.app.schemas.runs import RunCancelled, RunDetail, RunListResponse, RunStarted, RunStatus
+from src.app.schemas.runs import RunCancelled, RunDetail, RunEstimate, RunListResponse, RunStarted, RunStatus
 from src.core.errors import BadRequestError, ValidationFailedError
 from src.core.security import scopes
 from src.core.services.run_estimates import estimate_run
@@ -72,7 +72,7 @@ async def _json_object(request: Request) -> dict[str, Any]:
     response_model=RunStarted,
     responses={
         **errors(*ORG, *BODY),
-        200: {"description": "dry_run: what the run would read (bytes per statement, or rows); nothing ran"},
+        200: {"model": RunEstimate, "description": "dry_run: what the run would read; nothing ran"},
     },
     operation_id="runPipeline",
 )
@@ -98,7 +98,8 @@ async def run_pipeline(
         raise ValidationFailedError("dry_run must be true or false", code="invalid_parameters")
     caller = Caller(org_slug=org, is_admin=identity.is_admin)
     if dry_run:
-        return JSONResponse(jsonable_encoder(await estimate_run(services, loaded, caller=caller, params=params)))
+        estimate = RunEstimate.model_validate(await estimate_run(services, loaded, caller=caller, params=params))
+        return JSONResponse(jsonable_encoder(estimate))
     async with audited(identity, "pipeline.run", org=org, target=loaded.path) as entry:
         started = await services.run_service.start(
             loaded,

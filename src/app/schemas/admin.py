@@ -15,6 +15,13 @@ class BootstrapRequest(BaseModel):
     force_recreate_tables: StrictBool = Field(False, description="Development only: drop and recreate the tables.")
 
 
+class TableMoved(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    org_slug: str
+    from_: str = Field(alias="from", description="The table's old name (dataset.table).")
+    to: str
+
+
 class BootstrapResult(BaseModel):
     dataset: str
     dataset_created: bool
@@ -22,6 +29,9 @@ class BootstrapResult(BaseModel):
     tables_created: list[str]
     tables_existing: list[str]
     columns_added: dict[str, list[str]] = Field(description="Columns added per table (sync).")
+    tables_moved: list[TableMoved] | None = Field(
+        None, description="Sync only: org tables moved to a new name (a load's destination.renamed_from)."
+    )
 
 
 class BootstrapStatus(BaseModel):

@@ -196,8 +196,19 @@ class UsageConcurrent(BaseModel):
     limit: int
 
 
+class UsageWarehouse(BaseModel):
+    month: str = Field(description="YYYY-MM (UTC).")
+    runs: int = Field(description="Runs this month that recorded warehouse statistics.")
+    bytes_processed: int | None = Field(description="Null on DuckDB, which reports none.")
+    bytes_billed: int | None
+    slot_ms: int | None
+    price_per_tib_usd: float = Field(description="On-demand price per TiB (setting BIGQUERY_PRICE_PER_TIB_USD).")
+    estimated_cost_usd: float | None = Field(description="bytes_billed / 2^40 x price_per_tib_usd.")
+
+
 class UsageResponse(BaseModel):
     org_slug: str
     today: UsageToday
     month: UsageMonth
     concurrent: UsageConcurrent
+    warehouse: UsageWarehouse

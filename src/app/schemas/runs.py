@@ -12,6 +12,26 @@ from src.app.schemas.common import Page
 RunStatus = Literal["PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"]
 
 
+class RunEstimate(BaseModel):
+    """The answer to a dry run: what the run would read; nothing started, no quota used."""
+
+    dry_run: Literal[True]
+    org_slug: str
+    pipeline_id: str
+    pipeline_path: str
+    start_date: date | None
+    end_date: date | None
+    warehouse: str = Field(description="bigquery | duckdb")
+    statements: list[dict[str, Any]] = Field(
+        description="Per statement (step_id, what it reads): bytes_processed on BigQuery, rows on DuckDB."
+    )
+    total_bytes_processed: int | None = Field(description="Null where the warehouse bills no bytes (DuckDB).")
+    total_rows: int | None
+    estimated_cost_usd: float | None = Field(description="total_bytes_processed / 2^40 x price_per_tib_usd.")
+    price_per_tib_usd: float
+    maximum_bytes_billed_per_query: int | None = Field(description="The cap every tenant query runs under.")
+
+
 class RunStarted(BaseModel):
     pipeline_logging_id: str = Field(description="The run id (UUID4).")
     pipeline_id: str

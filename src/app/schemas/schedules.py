@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, field_validator
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, field_validator
 
 from src.app.schemas.common import NUMBER_NOT_TEXT, Page
 
@@ -106,6 +106,9 @@ class QueueItem(BaseModel):
     priority: int | None
     attempts: int
     max_attempts: int
+    requeues: Annotated[int, BeforeValidator(lambda v: v or 0)] = Field(
+        0, description="Times the item waited for the org's quota (bounded by QUEUE_MAX_QUOTA_REQUEUES)."
+    )
     lease_expires_at: datetime | None
     next_attempt_at: datetime | None
     last_error: str | None

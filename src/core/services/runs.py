@@ -32,6 +32,7 @@ from src.core.services.notifications import RunNotifier
 from src.core.services.orgs import get_org
 from src.core.services.quotas import quota_refusal
 from src.core.services.run_recorder import CentralRunRecorder, end_run
+from src.core.services.run_recovery import recover_orphans
 
 if TYPE_CHECKING:
     from src.core.services.container import Services
@@ -291,53 +292,9 @@ class RunService:
 
     # --- lifecycle -------------------------------------------------------------------------
     async def recover_orphans(self, *, at_start: bool = False) -> int:
-        """Mark runs whose owner is gone FAILED ("owner lost") and give back slots nobody holds.
-        Reads first; writes only for what it finds (guarded, so instances sweeping at once end a
-        run and return a slot once). Called every half lease by each instance's heartbeat loop
-        and by the lifespan (``at_start``) before the service takes requests."""
-        s = self._s
-        if not await s.warehouse.table_exists(s.catalog.ref("org_meta_pipeline_runs")):
-            return 0  # not bootstrapped yet
-        orphans = await s.runs.orphaned(
-            owner=s.settings.instance_id,
-            lease_seconds=s.settings.run_lease_seconds,
-            all_active=at_start and s.warehouse.capabilities.single_process,
-            live_ids=list(self._tasks),
-        )
-        recovered = 0
-        for run in orphans:
-            lost = run["owner_instance"] != s.settings.instance_id
-            reason = (
-                f"owner lost: instance {run['owner_instance']} stopped while the run was {run['status']}"
-                if lost
-                else "the run's task ended without recording an outcome"
-            )
-            ended = await end_run(
-                s.runs,
-                s.quotas,
-                pipeline_logging_id=run["pipeline_logging_id"],
-                org_slug=run["org_slug"],
-                status="FAILED",
-                error=reason,
-            )
-            if ended:
-                recovered += 1
-                s.metrics.run_ended(str(run["pipeline_path"]), "FAILED")
-        if recovered:
-            log.warning("recovered orphaned runs", extra={"count": recovered})
-        # Slots held by runs that ended (a process died between ending a run and giving its slot
-        # back) or that were never recorded (died between admission and the run row).
-        quiet = 0.0 if at_start and s.warehouse.capabilities.single_process else s.settings.run_lease_seconds
-        for org_slug, run_id, day, recorded in await s.quotas.stale_slots(older_than_seconds=quiet):
-            if recorded:
-                await s.quotas.release(org_slug, run_id)
-            else:
-                await s.quotas.refund(org_slug, run_id, day)
-        # Staging tables of runs that died stay no longer than their expiry (where the warehouse
-        # does not expire tables itself).
-        if await s.warehouse.drop_expired_tables():
-            log.info("dropped expired staging tables")
-        return recovered
+        """Runs whose owner is gone end FAILED, their slots come back (services/run_recovery.py).
+        Called every half lease by the heartbeat loop and by the lifespan (``at_start``)."""
+        return await recover_orphans(self._s, live_ids=list(self._tasks), at_start=at_start)
 
     def start_heartbeat(self) -> None:
         self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name="run-heartbeat")
