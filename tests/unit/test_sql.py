@@ -24,6 +24,8 @@ from src.core.engine.translate import to_duckdb
 from src.core.pipeline.loader import PipelineStore
 from src.core.pipeline.registry import ProcessorRegistry
 from src.core.placeholders import PLACEHOLDER_RE
+from src.core.processors.focus.build import Config as FocusConfig
+from src.core.processors.focus.build import focus_schema, mapping_sql
 from src.core.processors.gcp.bq_etl import Config as EtlConfig
 from src.core.processors.gcp.bq_etl import schema_templates
 from tests.server import REPO
@@ -34,6 +36,7 @@ VALUES = {
     "project_id": "convergence-local",
     "org_dataset": "acme_local",
     "destination_table": "billing_cost_daily",
+    "source_table": "convergence-local.acme_local.billing_cost_daily",  # focus.build: the provider table
 }
 
 
@@ -68,6 +71,29 @@ def config_sql() -> list[tuple[str, str]]:
                         replace_statements(dest, columns, source, window_condition("usage_date"))
                     ):
                         found.append((f"{p.path}:{step_id}:write.replace{i}", statement))
+            if isinstance(cfg, FocusConfig):
+                found += focus_sql(f"{p.path}:{step_id}", cfg)
+    return found
+
+
+def focus_sql(where: str, cfg: FocusConfig) -> list[tuple[str, str]]:
+    """The statements of a ``focus.build`` step, as the processor composes them."""
+    source = f"convergence-local.acme_local.{render(cfg.source_table)}"
+    mapping = mapping_sql(CONFIGS, cfg.mapping).replace("{source_table}", source)
+    focus = TableRef("convergence-local", "acme_local", "focus_cost")
+    mine = f"(SELECT * FROM {focus.sql} WHERE x_Provider = @focus_provider)"
+    columns = [f.name for f in focus_schema(CONFIGS)]
+    replace = f"{{t}}.x_Provider = @focus_provider AND {window_condition('x_UsageDate')}"
+    found = [
+        (f"{where}:mapping", mapping),
+        (f"{where}:reconcile.source", cfg.reconcile.source_query),
+        (f"{where}:reconcile.output", cfg.reconcile.measure_sql(f"({mapping})")),
+        (f"{where}:reconcile.destination", cfg.reconcile.measure_sql(mine, "x_UsageDate")),
+        (f"{where}:write.merge", replace_merge_sql(focus, columns, mapping, replace)),
+    ]
+    found += [
+        (f"{where}:write.replace{i}", sql) for i, sql in enumerate(replace_statements(focus, columns, mapping, replace))
+    ]
     return found
 
 
@@ -86,6 +112,7 @@ def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Any:
         await add_ingestion_day(wh, export)
         await wh.create_dataset("acme_local")
         await wh.create_table(wh.table("acme_local", "billing_cost_daily"), schema_templates(CONFIGS)["billing_cost"])
+        await wh.create_table(wh.table("acme_local", "focus_cost"), focus_schema(CONFIGS))
         return wh
 
     return asyncio.run(build())
@@ -101,6 +128,7 @@ def test_config_sql_is_bigquery_and_runs_on_duckdb(warehouse: DuckDBWarehouse, w
         "org_slug": "acme",
         "pipeline_logging_id": "x",
         "tolerance": 1e-6,
+        "focus_provider": "gcp",
     }
     if where.split(":")[-1].startswith("write.merge"):
         return  # DuckDB runs the DELETE + INSERT form; the MERGE form is BigQuery's (parsed above)

@@ -62,3 +62,17 @@ def to_duckdb(sql: str) -> list[tuple[str, frozenset[str]]]:
         tree = unnest_subqueries_to_lists(tree).transform(_parse_numeric).transform(_numeric_precision)
         statements.append((tree.sql(dialect="duckdb"), params))
     return statements
+
+
+def output_columns(sql: str) -> list[str]:
+    """Names of the columns a BigQuery SELECT returns, in order (every item must be named)."""
+    try:
+        tree = sqlglot.parse_one(sql, read="bigquery")
+    except ParseError as exc:
+        raise TerminalWarehouseError(f"invalid SQL: {exc.errors[0]['description'] if exc.errors else exc}") from None
+    if not isinstance(tree, exp.Query):
+        raise TerminalWarehouseError("not a query")
+    names = tree.named_selects
+    if len(names) != len(tree.selects) or any(not n or n == "*" for n in names):
+        raise TerminalWarehouseError("every column of the query must have a name")
+    return list(names)

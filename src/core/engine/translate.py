@@ -39,3 +39,11 @@ def to_duckdb(sql: str) -> tuple[Statement, ...]:
     from src.core.engine import sqlglot_passes
 
     return tuple(Statement(text, params) for text, params in sqlglot_passes.to_duckdb(sql))
+
+
+@lru_cache(maxsize=64)
+def output_columns(sql: str) -> tuple[str, ...]:
+    """Names of the columns a BigQuery SELECT returns, in order."""
+    from src.core.engine import sqlglot_passes
+
+    return tuple(sqlglot_passes.output_columns(sql))

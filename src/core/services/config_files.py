@@ -21,6 +21,7 @@ from src.core.errors import ConfigError
 from src.core.pipeline.loader import PipelineStore, is_pipeline_file
 from src.core.pipeline.registry import ProcessorRegistry, UnknownProcessorError
 from src.core.plans import Plans
+from src.core.processors.focus.build import check_mapping
 from src.core.processors.gcp.bq_etl import schema_templates
 from src.core.processors.setup.organizations.onboarding import OnboardingConfig
 
@@ -70,6 +71,10 @@ def _processor_config(path: Path, root: Path, registry: ProcessorRegistry) -> No
             processor.check_defaults(parsed.defaults, root, rel)
 
 
+def _focus_mapping(path: Path, root: Path, registry: ProcessorRegistry) -> None:
+    check_mapping(root, str(path.relative_to(root)))
+
+
 def _bootstrap(path: Path, root: Path, registry: ProcessorRegistry) -> None:
     CentralCatalog(root, "convergence-check")
 
@@ -104,6 +109,8 @@ KINDS: list[tuple[str, Validator]] = [
     ("system/dataset_types.yml", _dataset_types),
     ("*/*/config.yml", _processor_config),
     ("aws/cost/cur2_columns.json", _json_schema),
+    ("focus/focus_cost_schema.json", _json_schema),
+    ("focus/*_focus_mapping.sql", _focus_mapping),
 ]
 
 
