@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     # --- pipelines ---
     configs_dir: Path = Field(REPO_ROOT / "configs")
     max_run_window_days: int = Field(92, ge=1)
+    export_dir: Path | None = Field(
+        None, description="Where file exports (GET .../costs/focus) are staged while streamed; default: system temp."
+    )
+    export_page_rows: int = Field(10_000, ge=100, le=1_000_000, description="Rows per page of a BigQuery export.")
     run_lease_seconds: float = Field(300.0, gt=0, description="A run whose heartbeat is older is 'owner lost'.")
     heartbeat_seconds: float = Field(30.0, gt=0)
     step_retry_backoff_seconds: float = Field(2.0, ge=0)

@@ -4,6 +4,7 @@ from datetime import date
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response, status
+from fastapi.responses import StreamingResponse
 
 from src.app.dependencies.auth import AdminDep, OrgRead, OrgSlugPath, OrgWrite, org_access
 from src.app.dependencies.services import ServicesDep
@@ -12,13 +13,15 @@ from src.app.schemas.organizations import (
     BillingSourceRequest,
     DailyCostsResponse,
     DryRunResponse,
+    FocusDailyCostsResponse,
     OnboardRequest,
     OnboardResponse,
     OrgResponse,
 )
 from src.core.security import scopes
 from src.core.services.billing_source import set_billing_source
-from src.core.services.orgs import daily_costs, get_org, org_profile_json
+from src.core.services.focus import daily_view, focus_export
+from src.core.services.orgs import get_org, org_profile_json
 from src.core.services.setup import SetupService
 
 router = APIRouter(prefix="/api/v1/organizations", tags=["organizations"])
@@ -62,12 +65,41 @@ async def billing_source(org: OrgWrite, body: BillingSourceRequest) -> dict[str,
     return await set_billing_source(org.services, org.slug, body.billing_export_table, by_admin=org.identity.is_admin)
 
 
-@router.get("/{org_slug}/costs/daily", response_model=DailyCostsResponse)
+ProviderGroup = Literal["service", "project", "sku"]
+FocusGroup = Literal["service_category", "service_name", "provider", "sub_account"]
+
+
+@router.get("/{org_slug}/costs/daily", response_model=DailyCostsResponse | FocusDailyCostsResponse)
 async def costs_daily(
     org: OrgRead,
     start_date: date,
     end_date: date,
-    group_by: Annotated[Literal["service", "project", "sku"] | None, Query()] = None,
+    group_by: Annotated[ProviderGroup | FocusGroup | None, Query()] = None,
+    view: Annotated[Literal["provider", "focus"], Query()] = "provider",
 ) -> dict[str, Any]:
-    """Gross cost, credits and net cost per UTC day (optionally per service, project or SKU)."""
-    return await daily_costs(org.services, org.slug, start=start_date, end=end_date, group_by=group_by)
+    """Costs per UTC day and currency. ``view=provider`` (default): gross cost, credits and net cost of
+    the GCP cost table, optionally per service, project or SKU. ``view=focus``: BilledCost,
+    EffectiveCost, ListCost and ContractedCost of the FOCUS table (every provider), optionally per
+    service_category, service_name, provider or sub_account. Totals are per currency."""
+    return await daily_view(org.services, org.slug, view=view, start=start_date, end=end_date, group_by=group_by)
+
+
+@router.get(
+    "/{org_slug}/costs/focus",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/csv": {}, "application/vnd.apache.parquet": {}, "application/x-ndjson": {}}}},
+)
+async def costs_focus(
+    org: OrgRead,
+    start_date: date,
+    end_date: date,
+    format: Annotated[Literal["csv", "parquet", "jsonl"], Query()] = "csv",
+) -> StreamingResponse:
+    """The FOCUS 1.2 rows (every provider) of the UTC usage days ``start_date``..``end_date`` as a file
+    to import into a FinOps tool: streamed in chunks with bounded memory, named by Content-Disposition."""
+    export = await focus_export(org.services, org.slug, start=start_date, end=end_date, fmt=format)
+    return StreamingResponse(
+        export.chunks,
+        media_type=export.media_type,
+        headers={"Content-Disposition": f'attachment; filename="{export.filename}"', "Cache-Control": "no-store"},
+    )

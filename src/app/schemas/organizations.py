@@ -89,10 +89,39 @@ class DailyCost(BaseModel):
 
 class DailyCostsResponse(BaseModel):
     org_slug: str
+    view: str = Field("provider", description="provider: the GCP cost table's own columns.")
     start_date: date
     end_date: date
     group_by: str | None
     table: str
     days: list[DailyCost]
+    currencies: list[str] = Field(description="Currencies in the window; amounts of different ones are never added.")
+    totals_currency: str | None = Field(description="Currency of `totals`; null when the window holds several.")
+    totals: dict[str, float] | None = Field(description="Sums over the window; null when it holds several currencies.")
+    totals_by_currency: dict[str, dict[str, float]]
+
+
+class FocusDailyCost(BaseModel):
+    usage_date: date
+    currency: str = Field(description="BillingCurrency of the amounts of this row.")
+    group_id: str | None = None
+    group_name: str | None = None
+    row_count: int
+    billed_cost: float
+    effective_cost: float
+    list_cost: float
+    contracted_cost: float
+
+
+class FocusDailyCostsResponse(BaseModel):
+    org_slug: str
+    view: str = Field("focus", description="focus: the FOCUS table (focus_cost), all providers.")
+    start_date: date
+    end_date: date
+    group_by: str | None
+    table: str
+    days: list[FocusDailyCost]
+    currencies: list[str] = Field(description="Billing currencies in the window; never added together.")
+    totals_currency: str | None = Field(description="BillingCurrency of `totals`; null when the window holds several.")
     totals: dict[str, float] | None = Field(description="Sums over the window; null when it holds several currencies.")
     totals_by_currency: dict[str, dict[str, float]]

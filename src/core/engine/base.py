@@ -11,12 +11,13 @@ import asyncio
 import logging
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
+from src.core.engine.exports import ExportFormat
 from src.core.engine.schema import Schema, SchemaField, TableOptions
 from src.core.engine.sql import TableRef
 from src.core.errors import TransientWarehouseError
@@ -148,6 +149,22 @@ class Warehouse(ABC):
         the write reads — and ``check_sql`` after the write; both results are returned. Where
         ``capabilities.checks_before_commit``, the check runs before the commit and a False
         ``check(source_rows, check_rows)`` rolls the write back (``committed=False``)."""
+
+    @abstractmethod
+    def export(
+        self,
+        sql: str,
+        params: Params | None = None,
+        *,
+        fmt: ExportFormat,
+        schema: Schema,
+        json_columns: Iterable[str] = (),
+        directory: Path | None = None,
+        options: QueryOptions | None = None,
+    ) -> AsyncGenerator[bytes]:
+        """The rows of the SELECT ``sql`` as a ``fmt`` file with the columns of ``schema``, in chunks,
+        with bounded memory whatever the row count (``engine/exports.py``). The file is staged in
+        ``directory`` (the system's temp directory when None) and deleted once streamed."""
 
     @abstractmethod
     async def check_query(self, sql: str, params: Params | None = None) -> None:

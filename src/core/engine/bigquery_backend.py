@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 from google.api_core import exceptions as gexc
@@ -26,6 +27,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
 from google.cloud.bigquery import retry as bq_retry
 
+from src.core.engine import exports
 from src.core.engine.base import (
     Capabilities,
     Estimate,
@@ -44,6 +46,7 @@ from src.core.engine.bigquery_mapping import (
     translate_error,
 )
 from src.core.engine.loads import replace_merge_sql
+from src.core.engine.schema import Schema
 from src.core.engine.sql import TableRef, check_identifier
 from src.core.engine.translate import parameter_names
 from src.core.errors import (
@@ -82,6 +85,7 @@ class BigQueryWarehouse(BigQueryCatalog, Warehouse):
         maximum_bytes_billed: int,
         timeout_seconds: float,
         retry_deadline_seconds: float = 60.0,
+        export_page_rows: int = 10_000,
     ) -> None:
         self.project = check_identifier("project", project)
         self._location = location
@@ -93,6 +97,7 @@ class BigQueryWarehouse(BigQueryCatalog, Warehouse):
         self._client: bigquery.Client | None = None
         self._credentials: Any = None  # None: the service's own (or anonymous for an endpoint)
         self._job_project = self.project  # where jobs run and are billed
+        self._page_rows = export_page_rows
 
     # --- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -197,6 +202,41 @@ class BigQueryWarehouse(BigQueryCatalog, Warehouse):
     async def execute(self, sql: str, params: Params | None = None, *, options: QueryOptions | None = None) -> int:
         _, affected = await self._run_query(sql, params, options)
         return affected
+
+    async def export(
+        self,
+        sql: str,
+        params: Params | None = None,
+        *,
+        fmt: exports.ExportFormat,
+        schema: Schema,
+        json_columns: Iterable[str] = (),
+        directory: Path | None = None,
+        options: QueryOptions | None = None,
+    ) -> AsyncGenerator[bytes]:
+        """The query's result read page by page (``export_page_rows`` rows held at a time) into a
+        JSON-lines file, copied to ``fmt`` by the same writer as DuckDB's, then streamed."""
+        config = self._job_config(sql, params, options)
+        self._observe(sql)
+        staged = exports.new_file(directory, ".ndjson")
+        path = exports.new_file(directory, exports.SUFFIX[fmt])
+
+        def fetch() -> int:
+            job = self.client.query(sql, job_config=config, retry=self._retry, job_retry=self._job_retry)
+            result = job.result(page_size=self._page_rows, timeout=self._timeout_for(options) + 30, retry=self._retry)
+            if options is not None and options.stats is not None:
+                options.stats.add(**job_statistics(job))
+            with staged.open("w", encoding="utf-8") as handle:
+                return sum(exports.append_ndjson(handle, (dict(r.items()) for r in page)) for page in result.pages)
+
+        try:
+            await self._call(fetch)
+            await asyncio.to_thread(exports.convert_ndjson, staged, path, fmt, schema, tuple(json_columns))
+            exports.remove(staged)
+            async for chunk in exports.file_chunks(path):
+                yield chunk
+        finally:
+            exports.remove(staged, path)
 
     async def check_query(self, sql: str, params: Params | None = None) -> None:
         config = self._job_config(sql, params, None, dry_run=True)

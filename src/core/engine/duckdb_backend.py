@@ -15,7 +15,7 @@ import logging
 import queue
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 import duckdb
 
+from src.core.engine import exports
 from src.core.engine.base import (
     Capabilities,
     Estimate,
@@ -36,6 +37,7 @@ from src.core.engine.base import (
 )
 from src.core.engine.duckdb_catalog import EXPIRES_COMMENT, DuckDBCatalog
 from src.core.engine.loads import replace_statements
+from src.core.engine.schema import Schema
 from src.core.engine.sql import TableRef, check_identifier
 from src.core.engine.translate import Statement, to_duckdb
 from src.core.errors import (
@@ -209,6 +211,30 @@ class DuckDBWarehouse(DuckDBCatalog, Warehouse):
         self._observe(sql)
         _, affected = await self._with_cursor(lambda c: _run(c, sql, params))
         return affected
+
+    async def export(
+        self,
+        sql: str,
+        params: Params | None = None,
+        *,
+        fmt: exports.ExportFormat,
+        schema: Schema,
+        json_columns: Iterable[str] = (),
+        directory: Path | None = None,
+        options: QueryOptions | None = None,
+    ) -> AsyncGenerator[bytes]:
+        """One ``COPY`` of the query to a file (DuckDB streams it under its memory limit), then the
+        file in chunks."""
+        (statement,) = to_duckdb(sql)
+        path = exports.new_file(directory, exports.SUFFIX[fmt])
+        copy = exports.copy_sql(statement.sql, path, fmt, schema, json_columns)
+        self._observe(sql)
+        try:
+            await self._with_cursor(lambda c: c.execute(copy, _bind(statement, params)))
+            async for chunk in exports.file_chunks(path):
+                yield chunk
+        finally:
+            exports.remove(path)
 
     async def check_query(self, sql: str, params: Params | None = None) -> None:
         def probe(cursor: duckdb.DuckDBPyConnection) -> None:

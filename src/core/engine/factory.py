@@ -17,6 +17,7 @@ def build_warehouse(settings: Settings) -> Warehouse:
             maximum_bytes_billed=settings.maximum_bytes_billed,
             timeout_seconds=settings.query_timeout_seconds,
             retry_deadline_seconds=settings.bigquery_retry_deadline_seconds,
+            export_page_rows=settings.export_page_rows,
         )
     from src.core.engine.duckdb_backend import DuckDBWarehouse
 

@@ -15,6 +15,7 @@ from src.core.engine.base import RetryPolicy, Warehouse
 from src.core.engine.catalog import CentralCatalog
 from src.core.engine.factory import build_warehouse
 from src.core.engine.repositories.costs import CostRepository
+from src.core.engine.repositories.focus import FocusRepository
 from src.core.engine.repositories.keys import KeyRepository
 from src.core.engine.repositories.orgs import OrgRepository
 from src.core.engine.repositories.quotas import QuotaRepository
@@ -55,6 +56,7 @@ class Services:
     orgs: OrgRepository
     runs: RunRepository
     costs: CostRepository
+    focus: FocusRepository
     keys: KeyRepository
     quotas: QuotaRepository
     auth_failures: SlidingWindowLimiter
@@ -124,6 +126,7 @@ def build_services(settings: Settings, *, metrics: Metrics | None = None) -> Ser
         orgs=OrgRepository(warehouse, catalog, retry=retry),
         runs=RunRepository(warehouse, catalog, retry=retry),
         costs=CostRepository(warehouse),
+        focus=FocusRepository(warehouse),
         keys=KeyRepository(warehouse, catalog),
         quotas=QuotaRepository(warehouse, catalog, retry=retry),
         auth_failures=SlidingWindowLimiter(settings.auth_failure_limit, settings.auth_failure_window_seconds),

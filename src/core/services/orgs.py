@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from src.core.engine.repositories.costs import GroupBy
 from src.core.engine.sql import TableRef
-from src.core.errors import NotFoundError, ValidationFailedError
+from src.core.errors import NotFoundError
 
 if TYPE_CHECKING:
     from src.core.services.container import Services
@@ -54,37 +54,23 @@ def cost_table(services: Services, org_slug: str) -> TableRef:
 async def daily_costs(
     services: Services, org_slug: str, *, start: date, end: date, group_by: GroupBy | None
 ) -> dict[str, Any]:
-    if end < start:
-        raise ValidationFailedError("end_date is before start_date", code="invalid_parameters")
-    if (end - start).days + 1 > 366:
-        raise ValidationFailedError("the window is longer than 366 days", code="invalid_parameters")
+    from src.core.services.focus import check_window, totals_per_currency
+
+    check_window(start, end)
     await get_org(services, org_slug)
     table = cost_table(services, org_slug)
     if not await services.warehouse.table_exists(table):
         days: list[dict[str, Any]] = []
     else:
         days = await services.costs.daily(table, org_slug=org_slug, start=start, end=end, group_by=group_by)
-    by_currency: dict[str, dict[str, float]] = {}
-    for d in days:
-        t = by_currency.setdefault(
-            str(d["currency"]), {"row_count": 0, "gross_cost": 0.0, "credits": 0.0, "net_cost": 0.0}
-        )
-        t["row_count"] += int(d["row_count"])
-        for measure in ("gross_cost", "credits", "net_cost"):
-            t[measure] += float(d[measure] or 0)
-    for t in by_currency.values():
-        for measure in ("gross_cost", "credits", "net_cost"):
-            t[measure] = round(t[measure], 6)
-    empty = {"row_count": 0, "gross_cost": 0.0, "credits": 0.0, "net_cost": 0.0}
-    # Money in different currencies is never added up: ``totals`` only when there is one currency.
-    totals = next(iter(by_currency.values())) if len(by_currency) == 1 else (empty if not by_currency else None)
     return {
         "org_slug": org_slug,
+        "view": "provider",
         "start_date": start,
         "end_date": end,
         "group_by": group_by,
         "table": str(table),
         "days": days,
-        "totals": totals,
-        "totals_by_currency": by_currency,
+        # Money in different currencies is never added up: ``totals`` only when there is one currency.
+        **totals_per_currency(days, ("gross_cost", "credits", "net_cost")),
     }

@@ -1,0 +1,90 @@
+"""Reads of an organization's FOCUS table (``focus_cost``, its own dataset only).
+
+Sums are always per ``BillingCurrency``: amounts of different currencies are never added.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+from src.core.engine.base import QueryOptions, Warehouse
+from src.core.engine.exports import ExportFormat
+from src.core.engine.schema import Schema
+from src.core.engine.sql import TableRef, quote_column
+
+FocusGroupBy = Literal["service_category", "service_name", "provider", "sub_account"]
+JSON_COLUMNS = ("Tags", "SkuPriceDetails", "x_Credits")  # JSON text; embedded as objects in JSON lines
+
+# group -> (id column, display-name expression)
+_GROUPS: dict[str, tuple[str, str]] = {
+    "service_category": ("ServiceCategory", "ANY_VALUE(ServiceCategory)"),
+    "service_name": ("ServiceName", "ANY_VALUE(ServiceCategory)"),
+    "provider": ("x_Provider", "ANY_VALUE(ProviderName)"),
+    "sub_account": ("SubAccountId", "ANY_VALUE(SubAccountName)"),
+}
+_WINDOW = "x_UsageDate BETWEEN @start_date AND @end_date"
+_SQL_TYPE = {"FLOAT": "FLOAT64", "INTEGER": "INT64", "BOOLEAN": "BOOL"}
+
+
+class FocusRepository:
+    def __init__(self, warehouse: Warehouse) -> None:
+        self._wh = warehouse
+
+    async def daily(
+        self, table: TableRef, *, org_slug: str, start: date, end: date, group_by: FocusGroupBy | None
+    ) -> list[dict[str, Any]]:
+        """Per UTC usage day and billing currency (and group): rows and the four FOCUS costs."""
+        key_col, name_expr = _GROUPS[group_by] if group_by else ("", "")
+        group_select = f"{key_col} AS group_id, {name_expr} AS group_name, " if group_by else ""
+        group_key = f", {key_col}" if group_by else ""
+        return await self._wh.query(
+            f"""
+            SELECT x_UsageDate AS usage_date, {group_select}
+                   COUNT(*) AS row_count,
+                   SUM(BilledCost) AS billed_cost,
+                   SUM(EffectiveCost) AS effective_cost,
+                   SUM(ListCost) AS list_cost,
+                   SUM(ContractedCost) AS contracted_cost,
+                   BillingCurrency AS currency
+            FROM {table.sql}
+            WHERE {_WINDOW}
+            GROUP BY x_UsageDate, BillingCurrency{group_key}
+            ORDER BY x_UsageDate, BillingCurrency{group_key}
+            """,
+            {"start_date": start, "end_date": end},
+            options=QueryOptions(org_slug=org_slug),
+        )
+
+    def export(
+        self,
+        table: TableRef | None,
+        schema: Schema,
+        *,
+        org_slug: str,
+        start: date,
+        end: date,
+        fmt: ExportFormat,
+        directory: Path | None,
+    ) -> AsyncGenerator[bytes]:
+        """The window's rows, every column of ``schema`` in order, as a ``fmt`` file in chunks; an
+        empty file (CSV: the header) when the table does not exist yet."""
+        columns = ", ".join(quote_column(f.name) for f in schema)
+        if table is None:
+            empty = ", ".join(
+                f"CAST(NULL AS {_SQL_TYPE.get(f.type, f.type)}) AS {quote_column(f.name)}" for f in schema
+            )
+            sql = f"SELECT {empty} FROM (SELECT 1 AS one) AS nothing WHERE FALSE"
+        else:
+            sql = f"SELECT {columns} FROM {table.sql} WHERE {_WINDOW}"
+        return self._wh.export(
+            sql,
+            {"start_date": start, "end_date": end},
+            fmt=fmt,
+            schema=schema,
+            json_columns=JSON_COLUMNS,
+            directory=directory,
+            options=QueryOptions(org_slug=org_slug),
+        )
