@@ -30,9 +30,8 @@ import duckdb
 from src.core.demo.aws_cur_export import DeliveryStats, write_delivery
 from src.core.engine import exports
 from src.core.engine.duckdb_backend import DuckDBWarehouse
-from src.core.engine.loads import window_condition
 from src.core.engine.schema import Schema, SchemaField, load_schema_file
-from src.core.processors.focus.build import focus_schema, mapping_sql
+from src.core.processors.focus.build import focus_schema, mapping_sql, replaced_condition
 from tests.focus_validator import Result, bundled_rules, validate
 from tests.server import REPO
 
@@ -129,7 +128,7 @@ async def _build_aws(db: Path, files: list[Path], start: date, end: date) -> int
             focus,
             [f.name for f in fschema],
             mapping,
-            replace_where=f"{{t}}.x_Provider = @focus_provider AND {window_condition('x_UsageDate')}",
+            replace_where=replaced_condition("billing_periods"),
             params={"start_date": start, "end_date": end, "focus_provider": "aws"},
         )
         return result.inserted

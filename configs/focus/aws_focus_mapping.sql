@@ -3,8 +3,9 @@
 -- One FOCUS row per line item of `aws_billing_cost_daily` (CUR 2.0 columns as listed in
 -- configs/aws/cost/cur2_columns.json, the map columns product, discount, resource_tags and cost_category
 -- as JSON object text, plus usage_date = DATE(line_item_usage_start_date) in UTC and billing_period
--- 'YYYY-MM'). Columns: configs/focus/focus_cost_schema.json. Run by a `focus.build` step after the AWS
--- load, for the usage days that load replaced: parameters start_date, end_date (UTC days, inclusive; no
+-- 'YYYY-MM'). Columns: configs/focus/focus_cost_schema.json. Run by a `focus.build` step
+-- (replace: billing_periods) after the AWS load, for the billing periods that load replaced: the
+-- months of the parameters start_date, end_date (the first and the last day of the run's months; no
 -- @-names in comments: the local BigQuery emulator counts those as parameters). Placeholder:
 -- {source_table} (project.dataset.table of the CUR table). BigQuery Standard SQL; the DuckDB backend runs
 -- its translation.
@@ -177,7 +178,7 @@ src AS (
       ELSE r.line_item_unblended_cost
     END AS STRING)) AS listed
   FROM `{source_table}` AS r
-  WHERE r.usage_date BETWEEN @start_date AND @end_date
+  WHERE r.billing_period BETWEEN FORMAT_DATE('%Y-%m', @start_date) AND FORMAT_DATE('%Y-%m', @end_date)
 ),
 
 service_names AS (

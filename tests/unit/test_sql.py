@@ -25,7 +25,7 @@ from src.core.pipeline.loader import PipelineStore
 from src.core.pipeline.registry import ProcessorRegistry
 from src.core.placeholders import PLACEHOLDER_RE
 from src.core.processors.focus.build import Config as FocusConfig
-from src.core.processors.focus.build import focus_schema, mapping_sql
+from src.core.processors.focus.build import focus_schema, mapping_sql, replaced_condition
 from src.core.processors.gcp.bq_etl import Config as EtlConfig
 from src.core.processors.gcp.bq_etl import schema_templates
 from tests.server import REPO
@@ -81,14 +81,14 @@ def focus_sql(where: str, cfg: FocusConfig) -> list[tuple[str, str]]:
     source = f"convergence-local.acme_local.{render(cfg.source_table)}"
     mapping = mapping_sql(CONFIGS, cfg.mapping).replace("{source_table}", source)
     focus = TableRef("convergence-local", "acme_local", "focus_cost")
-    mine = f"(SELECT * FROM {focus.sql} WHERE x_Provider = @focus_provider)"
+    replace = replaced_condition(cfg.replace)
+    mine = f"(SELECT * FROM {focus.sql} WHERE {replace.replace('{t}.', '')})"
     columns = [f.name for f in focus_schema(CONFIGS)]
-    replace = f"{{t}}.x_Provider = @focus_provider AND {window_condition('x_UsageDate')}"
     found = [
         (f"{where}:mapping", mapping),
         (f"{where}:reconcile.source", cfg.reconcile.source_query),
         (f"{where}:reconcile.output", cfg.reconcile.measure_sql(f"({mapping})")),
-        (f"{where}:reconcile.destination", cfg.reconcile.measure_sql(mine, "x_UsageDate")),
+        (f"{where}:reconcile.destination", cfg.reconcile.measure_sql(mine)),
         (f"{where}:write.merge", replace_merge_sql(focus, columns, mapping, replace)),
     ]
     found += [

@@ -2,9 +2,12 @@
 
 A cost pipeline runs it as its own step after the load: the provider's mapping
 (``configs/focus/<provider>_focus_mapping.sql``, BigQuery SQL over the provider table, documented
-column by column) reads the provider table's rows of the window, and the rows of ``focus_cost`` with
-``x_Provider`` = the provider and ``x_UsageDate`` in the window are replaced by them atomically
-(``Warehouse.replace_rows``): a rerun gives the same table, other providers' rows are never touched.
+column by column) reads the provider table's rows of what the load replaced, and the rows of
+``focus_cost`` with ``x_Provider`` = the provider and, by ``replace``, ``x_UsageDate`` in the run's
+window (``days``: loads that replace days) or ``BillingPeriodStart`` in it (``billing_periods``: loads
+that replace whole billing periods, the window being their first to last day) are replaced by them
+atomically (``Warehouse.replace_rows``): a rerun gives the same table, other providers' rows are never
+touched.
 
 Reconciled like the loads (``processors/reconcile.py``): per day and currency, the FOCUS rows'
 count, ``SUM(BilledCost)`` (and ``SUM(x_CreditAmount)`` where the provider has credits on its rows)
@@ -19,7 +22,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -55,6 +58,9 @@ class Config(_Strict):
     mapping: str = Field(description="The provider's mapping, relative to configs/ (focus/*.sql).")
     provider: str = Field(pattern=r"^[a-z][a-z0-9_]{1,15}$", description="x_Provider of the rows it writes.")
     source_table: str = Field(description="The provider table in the org's dataset ({source_table} in the SQL).")
+    replace: Literal["days", "billing_periods"] = Field(
+        "days", description="What the load replaced: the window's days, or the billing periods of its months."
+    )
     destination: Destination = Destination()
     reconcile: Reconcile
 
@@ -143,8 +149,9 @@ class FocusBuildProcessor:
         source_sql = context.render_sql(reconcile.source_query.replace("{source_table}", "__source__")).replace(
             "__source__", str(source)
         )
-        mine = f"(SELECT * FROM {target.sql} WHERE {PROVIDER_COLUMN} = @focus_provider)"
-        check_sql = reconcile.measure_sql(mine, PARTITION_COLUMN)
+        replaced = replaced_condition(step_config.replace)
+        mine = f"(SELECT * FROM {target.sql} WHERE {replaced.replace('{t}.', '')})"
+        check_sql = reconcile.measure_sql(mine)
         check_name = f"reconcile_focus_{step_config.provider}"
         in_transaction = wh.capabilities.checks_before_commit
         source_totals: list[Row] = []
@@ -158,7 +165,7 @@ class FocusBuildProcessor:
             target,
             [f.name for f in schema],
             mapping,
-            replace_where=f"{{t}}.{PROVIDER_COLUMN} = @focus_provider AND {window_condition(PARTITION_COLUMN)}",
+            replace_where=replaced,
             params=params,
             options=opts,
             source_sql=source_sql if in_transaction else None,
@@ -194,6 +201,14 @@ class FocusBuildProcessor:
         found = await wh.estimate(mapping, context.query_params(), options=context.query_options)
         what = f"FOCUS rows ({step_config.provider})"
         return [{"statement": what, "bytes_processed": found.bytes_processed, "rows": found.rows}]
+
+
+def replaced_condition(mode: str) -> str:
+    """The rows of ``focus_cost`` a run replaces, as a ``replace_rows`` condition (``{t}.`` columns)."""
+    if mode == "billing_periods":
+        period = "DATE({t}.BillingPeriodStart) BETWEEN @start_date AND @end_date"
+        return f"{{t}}.{PROVIDER_COLUMN} = @focus_provider AND {period}"
+    return f"{{t}}.{PROVIDER_COLUMN} = @focus_provider AND {window_condition(PARTITION_COLUMN)}"
 
 
 def _compare(
