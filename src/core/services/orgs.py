@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import date
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from src.core.engine.repositories.costs import GroupBy
 from src.core.engine.sql import TableRef
@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     from src.core.services.container import Services
 
 COST_PIPELINE = "gcp/cost/cost_billing"
+COST_PIPELINES = {"gcp": COST_PIPELINE, "aws": "aws/cost/cost_billing"}
+Provider = Literal["gcp", "aws", "both"]
 
 
 async def get_org(services: Services, org_slug: str) -> dict[str, Any]:
@@ -45,46 +47,71 @@ async def org_profile_json(services: Services, org_slug: str, render: Callable[[
     return cached
 
 
-def cost_table(services: Services, org_slug: str) -> TableRef:
-    """The cost table ``gcp/cost/cost_billing`` writes (its ``destination_table`` variable)."""
-    table = str(services.store.get(COST_PIPELINE).spec.variables["destination_table"])
+def cost_table(services: Services, org_slug: str, provider: str = "gcp") -> TableRef:
+    """The cost table a provider's cost pipeline writes (its ``destination_table`` variable)."""
+    pipeline = COST_PIPELINES[provider]
+    table = str(services.store.get(pipeline).spec.variables["destination_table"])
     return TableRef(services.settings.gcp_project_id, services.settings.org_dataset(org_slug), table)
 
 
+def _zero() -> dict[str, float]:
+    return {"row_count": 0, "gross_cost": 0.0, "credits": 0.0, "net_cost": 0.0}
+
+
+def _add(into: dict[str, float], day: dict[str, Any]) -> None:
+    into["row_count"] += int(day["row_count"])
+    for measure in ("gross_cost", "credits", "net_cost"):
+        into[measure] += float(day[measure] or 0)
+
+
+def _rounded(totals: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    return {k: {m: (round(v, 6) if m != "row_count" else v) for m, v in t.items()} for k, t in totals.items()}
+
+
 async def daily_costs(
-    services: Services, org_slug: str, *, start: date, end: date, group_by: GroupBy | None
+    services: Services,
+    org_slug: str,
+    *,
+    start: date,
+    end: date,
+    group_by: GroupBy | None,
+    provider: Provider = "both",
 ) -> dict[str, Any]:
+    """Gross, credits and net per UTC day and currency, from the GCP and/or AWS cost tables. Money
+    of different currencies is never added: totals are per currency (and per provider)."""
     if end < start:
         raise ValidationFailedError("end_date is before start_date", code="invalid_parameters")
     if (end - start).days + 1 > 366:
         raise ValidationFailedError("the window is longer than 366 days", code="invalid_parameters")
     await get_org(services, org_slug)
-    table = cost_table(services, org_slug)
-    if not await services.warehouse.table_exists(table):
-        days: list[dict[str, Any]] = []
-    else:
-        days = await services.costs.daily(table, org_slug=org_slug, start=start, end=end, group_by=group_by)
+    providers = ("gcp", "aws") if provider == "both" else (provider,)
+    tables = {p: cost_table(services, org_slug, p) for p in providers}
+    days: list[dict[str, Any]] = []
+    for name, table in tables.items():
+        if not await services.warehouse.table_exists(table):
+            continue
+        read = services.costs.daily if name == "gcp" else services.costs.daily_aws
+        found = await read(table, org_slug=org_slug, start=start, end=end, group_by=group_by)
+        days += [{**d, "provider": name} for d in found]
+    days.sort(key=lambda d: (d["usage_date"], d["provider"], str(d["currency"]), str(d.get("group_id") or "")))
     by_currency: dict[str, dict[str, float]] = {}
+    by_provider: dict[str, dict[str, dict[str, float]]] = {p: {} for p in providers}
     for d in days:
-        t = by_currency.setdefault(
-            str(d["currency"]), {"row_count": 0, "gross_cost": 0.0, "credits": 0.0, "net_cost": 0.0}
-        )
-        t["row_count"] += int(d["row_count"])
-        for measure in ("gross_cost", "credits", "net_cost"):
-            t[measure] += float(d[measure] or 0)
-    for t in by_currency.values():
-        for measure in ("gross_cost", "credits", "net_cost"):
-            t[measure] = round(t[measure], 6)
-    empty = {"row_count": 0, "gross_cost": 0.0, "credits": 0.0, "net_cost": 0.0}
+        _add(by_currency.setdefault(str(d["currency"]), _zero()), d)
+        _add(by_provider[d["provider"]].setdefault(str(d["currency"]), _zero()), d)
+    by_currency = _rounded(by_currency)
     # Money in different currencies is never added up: ``totals`` only when there is one currency.
-    totals = next(iter(by_currency.values())) if len(by_currency) == 1 else (empty if not by_currency else None)
+    totals = next(iter(by_currency.values())) if len(by_currency) == 1 else (_zero() if not by_currency else None)
     return {
         "org_slug": org_slug,
         "start_date": start,
         "end_date": end,
         "group_by": group_by,
-        "table": str(table),
+        "provider": provider,
+        "table": str(tables.get("gcp") or tables["aws"]),
+        "tables": {p: str(t) for p, t in tables.items()},
         "days": days,
         "totals": totals,
         "totals_by_currency": by_currency,
+        "totals_by_provider": {p: _rounded(t) for p, t in by_provider.items()},
     }
