@@ -68,6 +68,10 @@ async def costs_daily(
     start_date: date,
     end_date: date,
     group_by: Annotated[Literal["service", "project", "sku"] | None, Query()] = None,
+    provider: Annotated[Literal["gcp", "aws", "both"], Query()] = "both",
 ) -> dict[str, Any]:
-    """Gross cost, credits and net cost per UTC day (optionally per service, project or SKU)."""
-    return await daily_costs(org.services, org.slug, start=start_date, end=end_date, group_by=group_by)
+    """Gross cost, credits and net cost per UTC day, provider and currency (optionally per service,
+    project or SKU; for AWS: product code, usage account, usage type); totals per currency."""
+    return await daily_costs(
+        org.services, org.slug, start=start_date, end=end_date, group_by=group_by, provider=provider
+    )

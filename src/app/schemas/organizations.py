@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
@@ -78,6 +78,7 @@ class BillingSourceRequest(_Body):
 
 class DailyCost(BaseModel):
     usage_date: date
+    provider: Literal["gcp", "aws"]
     currency: str | None
     group_id: str | None = None
     group_name: str | None = None
@@ -92,7 +93,10 @@ class DailyCostsResponse(BaseModel):
     start_date: date
     end_date: date
     group_by: str | None
-    table: str
+    provider: Literal["gcp", "aws", "both"]
+    table: str = Field(description="The GCP cost table (the AWS one when provider=aws).")
+    tables: dict[str, str] = Field(description="Provider -> the cost table read.")
     days: list[DailyCost]
     totals: dict[str, float] | None = Field(description="Sums over the window; null when it holds several currencies.")
-    totals_by_currency: dict[str, dict[str, float]]
+    totals_by_currency: dict[str, dict[str, float]] = Field(description="Currency -> sums over both providers.")
+    totals_by_provider: dict[str, dict[str, dict[str, float]]] = Field(description="Provider -> currency -> sums.")
