@@ -227,7 +227,7 @@ def test_a_source_is_checked_before_it_is_kept(api: Api, moto: MotoServer, tmp_p
     org = new_org(api, moto)
     nothing = set_source(api, org)
     assert nothing.status_code == 422 and nothing.json()["error"] == "aws_export_not_found"
-    deliver(moto, org, tmp_path, through_day=1)
+    stats = deliver(moto, org, tmp_path, through_day=1)
     typo = set_source(api, org, export_name="acme-cur2-daily")
     assert typo.status_code == 422 and typo.json()["error"] == "aws_export_not_found"
     ok = set_source(api, org)
@@ -237,6 +237,12 @@ def test_a_source_is_checked_before_it_is_kept(api: Api, moto: MotoServer, tmp_p
     assert (got["bucket"], got["prefix"], got["export_name"], got["set_by"]) == (org.bucket, PREFIX, EXPORT, "org")
     future = api.run(org.slug, org.key, {"billing_period": "2099-01"}, pipeline="aws/cost/cost_billing")
     assert future.status_code == 422
+    dry = api.run(org.slug, org.key, {"billing_period": BP, "dry_run": True}, pipeline="aws/cost/cost_billing")
+    assert dry.status_code == 200, dry.text
+    (statement,) = dry.json()["statements"]
+    assert statement["files"] == len(stats.data_keys) and statement["bytes_to_download"] > 0
+    assert BP in statement["statement"] and stats.manifest_key in statement["statement"]
+    assert api.http.get("/api/v1/pipelines/runs", headers=org.headers).json()["runs"] == []  # nothing started
 
 
 def test_columns_the_export_lacks_load_as_null_and_a_needed_one_fails(

@@ -110,6 +110,24 @@ async def _check_sizes(export: AwsExport, manifests: Sequence[Manifest], max_byt
     return total
 
 
+async def plan(export: AwsExport, periods: Sequence[str], *, required: Sequence[str]) -> list[dict[str, object]]:
+    """What a load of ``periods`` would fetch (a dry run): per period its manifest, files and bytes."""
+    try:
+        manifests = [await _manifest(export, period, required) for period in periods]
+        return [
+            {
+                "statement": f"files of billing period {m.period} (s3://{export.source.bucket}/{m.key})",
+                "bytes_processed": None,
+                "rows": None,
+                "files": len(m.data_keys),
+                "bytes_to_download": await _check_sizes(export, [m], max_bytes=2**63),
+            }
+            for m in manifests
+        ]
+    except SourceError as exc:
+        raise _failed(exc) from None
+
+
 async def fetch(
     export: AwsExport,
     periods: Sequence[str],

@@ -26,6 +26,7 @@ import asyncio
 import logging
 import shutil
 import tempfile
+import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,7 @@ class S3DataLoader:
         if folder is not None:
             await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
         tmp = await asyncio.to_thread(tempfile.mkdtemp, prefix="cur-", dir=folder)
+        started = time.perf_counter()
         try:
             fetched = await cur_files.fetch(
                 export,
@@ -86,6 +88,7 @@ class S3DataLoader:
                 max_bytes=s.settings.aws_max_download_bytes,
                 org_slug=org_slug,
             )
+            fetched_in = time.perf_counter() - started
             result = await self._load(cfg, context, fetched)
         finally:
             await asyncio.to_thread(shutil.rmtree, tmp, True)
@@ -94,6 +97,7 @@ class S3DataLoader:
             manifests=fetched.summary(export.source.bucket),
             files=len(fetched.paths),
             bytes_downloaded=fetched.bytes,
+            download_seconds=round(fetched_in, 3),
         )
         return result
 
@@ -207,6 +211,12 @@ class S3DataLoader:
             "reconciled_days": len({c["usage_date"] for c in checks}),
             "source_cost": round(sum(c["source_cost"] for c in checks), 6) if checks else None,
         }
+
+    async def estimate(self, cfg: Config, context: StepContext) -> list[dict[str, Any]]:
+        """A dry run: each period's newest manifest, its files and their bytes (nothing downloaded)."""
+        org_slug = context.run.org_slug or ""
+        export = await context.services.aws_export_for(org_slug)
+        return await cur_files.plan(export, _periods(context.variables), required=cfg.source.required_columns)
 
     @staticmethod
     def _compare(
