@@ -238,3 +238,17 @@ def test_the_destination_is_the_cur2_columns_maps_as_json_text_plus_five() -> No
         "usage_date": "DATE", "billing_period": "STRING", "org_slug": "STRING", "pipeline_logging_id": "STRING",
         "loaded_at": "TIMESTAMP",
     }  # fmt: skip
+
+
+def test_an_orgs_client_never_falls_back_to_the_services_identity() -> None:
+    from src.core.aws.client import AwsClients, AwsCredentials
+    from src.core.settings import Settings
+
+    clients = AwsClients(Settings())
+    for keys in (None, {}, {"aws_access_key_id": "AKIAIOSFODNN7EXAMPLE"}):
+        with pytest.raises(SourceCredentialsError):
+            clients._client("s3", keys, "us-east-1")
+    with pytest.raises(SourceCredentialsError):
+        clients._org_keys(AwsCredentials(kind="access_key", access_key_id="AKIAIOSFODNN7EXAMPLE"), "acme")
+    with pytest.raises(SourceCredentialsError):
+        clients._org_keys(AwsCredentials(kind="assume_role", role_arn="arn:aws:iam::1:role/r"), "acme")
