@@ -75,13 +75,17 @@ async def costs_daily(
     start_date: date,
     end_date: date,
     group_by: Annotated[ProviderGroup | FocusGroup | None, Query()] = None,
+    provider: Annotated[Literal["gcp", "aws", "both"], Query()] = "both",
     view: Annotated[Literal["provider", "focus"], Query()] = "provider",
 ) -> dict[str, Any]:
-    """Costs per UTC day and currency. ``view=provider`` (default): gross cost, credits and net cost of
-    the GCP cost table, optionally per service, project or SKU. ``view=focus``: BilledCost,
-    EffectiveCost, ListCost and ContractedCost of the FOCUS table (every provider), optionally per
-    service_category, service_name, provider or sub_account. Totals are per currency."""
-    return await daily_view(org.services, org.slug, view=view, start=start_date, end=end_date, group_by=group_by)
+    """Costs per UTC day and currency, never added across currencies. ``view=provider`` (default):
+    gross cost, credits and net cost of the providers' own cost tables (optionally per service, project
+    or SKU; for AWS: product code, usage account, usage type). ``view=focus``: BilledCost,
+    EffectiveCost, ListCost and ContractedCost of the FOCUS table, optionally per service_category,
+    service_name, provider or sub_account. ``provider`` limits either view to gcp or aws."""
+    return await daily_view(
+        org.services, org.slug, view=view, start=start_date, end=end_date, group_by=group_by, provider=provider
+    )
 
 
 @router.get(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
@@ -78,6 +78,7 @@ class BillingSourceRequest(_Body):
 
 class DailyCost(BaseModel):
     usage_date: date
+    provider: Literal["gcp", "aws"]
     currency: str | None
     group_id: str | None = None
     group_name: str | None = None
@@ -89,16 +90,19 @@ class DailyCost(BaseModel):
 
 class DailyCostsResponse(BaseModel):
     org_slug: str
-    view: str = Field("provider", description="provider: the GCP cost table's own columns.")
+    view: str = Field("provider", description="provider: the providers' own cost tables.")
     start_date: date
     end_date: date
     group_by: str | None
-    table: str
+    provider: Literal["gcp", "aws", "both"]
+    table: str = Field(description="The GCP cost table (the AWS one when provider=aws).")
+    tables: dict[str, str] = Field(description="Provider -> the cost table read.")
     days: list[DailyCost]
     currencies: list[str] = Field(description="Currencies in the window; amounts of different ones are never added.")
     totals_currency: str | None = Field(description="Currency of `totals`; null when the window holds several.")
     totals: dict[str, float] | None = Field(description="Sums over the window; null when it holds several currencies.")
-    totals_by_currency: dict[str, dict[str, float]]
+    totals_by_currency: dict[str, dict[str, float]] = Field(description="Currency -> sums over both providers.")
+    totals_by_provider: dict[str, dict[str, dict[str, float]]] = Field(description="Provider -> currency -> sums.")
 
 
 class FocusDailyCost(BaseModel):
@@ -119,9 +123,10 @@ class FocusDailyCostsResponse(BaseModel):
     start_date: date
     end_date: date
     group_by: str | None
+    provider: Literal["gcp", "aws", "both"]
     table: str
     days: list[FocusDailyCost]
     currencies: list[str] = Field(description="Billing currencies in the window; never added together.")
     totals_currency: str | None = Field(description="BillingCurrency of `totals`; null when the window holds several.")
     totals: dict[str, float] | None = Field(description="Sums over the window; null when it holds several currencies.")
-    totals_by_currency: dict[str, dict[str, float]]
+    totals_by_currency: dict[str, dict[str, float]] = Field(description="BillingCurrency -> sums.")

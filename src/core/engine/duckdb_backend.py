@@ -117,6 +117,11 @@ def _run(cursor: duckdb.DuckDBPyConnection, sql: str, params: Params | None) -> 
     return rows, int(affected or 0)
 
 
+def run_statements(cursor: duckdb.DuckDBPyConnection, sql: str, params: Params | None) -> tuple[list[Row], int]:
+    """BigQuery SQL on a DuckDB connection (translated): the last statement's rows and count."""
+    return _run(cursor, sql, params)
+
+
 class DuckDBWarehouse(DuckDBCatalog, Warehouse):
     capabilities = CAPABILITIES
 

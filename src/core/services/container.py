@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from src.core.aws.client import AwsClients, AwsExport
 from src.core.engine.base import RetryPolicy, Warehouse
 from src.core.engine.catalog import CentralCatalog
 from src.core.engine.factory import build_warehouse
@@ -61,6 +62,7 @@ class Services:
     quotas: QuotaRepository
     auth_failures: SlidingWindowLimiter
     admin_calls: SlidingWindowLimiter
+    aws: AwsClients  # per-org S3/STS clients (the org's own credentials)
     metrics: Metrics = field(default_factory=Metrics)
     org_cache: TtlCache[dict[str, Any]] = field(default_factory=lambda: TtlCache(0))
     org_json: TtlCache[bytes] = field(default_factory=lambda: TtlCache(0))  # rendered profiles (hot GET)
@@ -95,6 +97,11 @@ class Services:
         from src.core.services.table_renames import move_table
 
         return await move_table(self.warehouse, old, new, day_column=day_column)
+
+    async def aws_export_for(self, org_slug: str) -> AwsExport:
+        from src.core.services.aws_source import aws_export_for
+
+        return await aws_export_for(self, org_slug)
 
 
 def build_services(settings: Settings, *, metrics: Metrics | None = None) -> Services:
@@ -131,6 +138,7 @@ def build_services(settings: Settings, *, metrics: Metrics | None = None) -> Ser
         quotas=QuotaRepository(warehouse, catalog, retry=retry),
         auth_failures=SlidingWindowLimiter(settings.auth_failure_limit, settings.auth_failure_window_seconds),
         admin_calls=SlidingWindowLimiter(settings.admin_rate_limit, 60.0),
+        aws=AwsClients(settings),
         metrics=metrics,
     )
     services.executor = PipelineExecutor(registry=registry, services=services)

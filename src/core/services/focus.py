@@ -20,6 +20,7 @@ from src.core.processors.focus.build import Destination, focus_schema
 
 if TYPE_CHECKING:
     from src.core.services.container import Services
+    from src.core.services.orgs import Provider
 
 FOCUS_MEASURES = ("billed_cost", "effective_cost", "list_cost", "contracted_cost")
 MAX_WINDOW_DAYS = 366
@@ -67,7 +68,13 @@ def focus_table(services: Services, org_slug: str) -> TableRef:
 
 
 async def focus_daily(
-    services: Services, org_slug: str, *, start: date, end: date, group_by: FocusGroupBy | None
+    services: Services,
+    org_slug: str,
+    *,
+    start: date,
+    end: date,
+    group_by: FocusGroupBy | None,
+    provider: str = "both",
 ) -> dict[str, Any]:
     from src.core.services.orgs import get_org
 
@@ -76,7 +83,10 @@ async def focus_daily(
     table = focus_table(services, org_slug)
     days: list[dict[str, Any]] = []
     if await services.warehouse.table_exists(table):
-        days = await services.focus.daily(table, org_slug=org_slug, start=start, end=end, group_by=group_by)
+        only = None if provider == "both" else provider
+        days = await services.focus.daily(
+            table, org_slug=org_slug, start=start, end=end, group_by=group_by, provider=only
+        )
     for d in days:
         for measure in FOCUS_MEASURES:
             d[measure] = round(float(d[measure] or 0), 6)
@@ -86,6 +96,7 @@ async def focus_daily(
         "start_date": start,
         "end_date": end,
         "group_by": group_by,
+        "provider": provider,
         "table": str(table),
         "days": days,
         **totals_per_currency(days, FOCUS_MEASURES),
@@ -97,7 +108,14 @@ FOCUS_GROUPS: tuple[FocusGroupBy, ...] = ("service_category", "service_name", "p
 
 
 async def daily_view(
-    services: Services, org_slug: str, *, view: str, start: date, end: date, group_by: str | None
+    services: Services,
+    org_slug: str,
+    *,
+    view: str,
+    start: date,
+    end: date,
+    group_by: str | None,
+    provider: Provider = "both",
 ) -> dict[str, Any]:
     """``GET .../costs/daily``: the GCP cost table (``view=provider``) or the FOCUS table (``view=focus``)."""
     from src.core.services.orgs import daily_costs
@@ -105,14 +123,16 @@ async def daily_view(
     if view == "focus":
         for group in FOCUS_GROUPS:
             if group_by in (None, group):
-                return await focus_daily(services, org_slug, start=start, end=end, group_by=group if group_by else None)
+                chosen_focus = group if group_by else None
+                return await focus_daily(
+                    services, org_slug, start=start, end=end, group_by=chosen_focus, provider=provider
+                )
         message = f"group_by {group_by!r} is not a grouping of view=focus ({', '.join(FOCUS_GROUPS)})"
     else:
         for pgroup in PROVIDER_GROUPS:
             if group_by in (None, pgroup):
-                return await daily_costs(
-                    services, org_slug, start=start, end=end, group_by=pgroup if group_by else None
-                )
+                chosen = pgroup if group_by else None
+                return await daily_costs(services, org_slug, start=start, end=end, group_by=chosen, provider=provider)
         message = f"group_by {group_by!r} needs view=focus (view=provider groups by {', '.join(PROVIDER_GROUPS)})"
     raise ValidationFailedError(message, code="invalid_parameters", details={"field": "group_by"})
 

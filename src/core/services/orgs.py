@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import date
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from src.core.engine.repositories.costs import GroupBy
 from src.core.engine.sql import TableRef
@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     from src.core.services.container import Services
 
 COST_PIPELINE = "gcp/cost/cost_billing"
+COST_PIPELINES = {"gcp": COST_PIPELINE, "aws": "aws/cost/cost_billing"}
+Provider = Literal["gcp", "aws", "both"]
 
 
 async def get_org(services: Services, org_slug: str) -> dict[str, Any]:
@@ -45,32 +47,56 @@ async def org_profile_json(services: Services, org_slug: str, render: Callable[[
     return cached
 
 
-def cost_table(services: Services, org_slug: str) -> TableRef:
-    """The cost table ``gcp/cost/cost_billing`` writes (its ``destination_table`` variable)."""
-    table = str(services.store.get(COST_PIPELINE).spec.variables["destination_table"])
+def cost_table(services: Services, org_slug: str, provider: str = "gcp") -> TableRef:
+    """The cost table a provider's cost pipeline writes (its ``destination_table`` variable)."""
+    pipeline = COST_PIPELINES[provider]
+    table = str(services.store.get(pipeline).spec.variables["destination_table"])
     return TableRef(services.settings.gcp_project_id, services.settings.org_dataset(org_slug), table)
 
 
+MEASURES = ("gross_cost", "credits", "net_cost")
+
+
 async def daily_costs(
-    services: Services, org_slug: str, *, start: date, end: date, group_by: GroupBy | None
+    services: Services,
+    org_slug: str,
+    *,
+    start: date,
+    end: date,
+    group_by: GroupBy | None,
+    provider: Provider = "both",
 ) -> dict[str, Any]:
+    """Gross, credits and net per UTC day and currency, from the GCP and/or AWS cost tables. Money
+    of different currencies is never added: totals are per currency (and per provider)."""
     from src.core.services.focus import check_window, totals_per_currency
 
     check_window(start, end)
     await get_org(services, org_slug)
-    table = cost_table(services, org_slug)
-    if not await services.warehouse.table_exists(table):
-        days: list[dict[str, Any]] = []
-    else:
-        days = await services.costs.daily(table, org_slug=org_slug, start=start, end=end, group_by=group_by)
+    providers = ("gcp", "aws") if provider == "both" else (provider,)
+    tables = {p: cost_table(services, org_slug, p) for p in providers}
+    days: list[dict[str, Any]] = []
+    for name, table in tables.items():
+        if not await services.warehouse.table_exists(table):
+            continue
+        read = services.costs.daily if name == "gcp" else services.costs.daily_aws
+        found = await read(table, org_slug=org_slug, start=start, end=end, group_by=group_by)
+        days += [{**d, "provider": name} for d in found]
+    days.sort(key=lambda d: (d["usage_date"], d["provider"], str(d["currency"]), str(d.get("group_id") or "")))
+    by_provider = {
+        p: totals_per_currency([d for d in days if d["provider"] == p], MEASURES)["totals_by_currency"]
+        for p in providers
+    }
     return {
         "org_slug": org_slug,
         "view": "provider",
         "start_date": start,
         "end_date": end,
         "group_by": group_by,
-        "table": str(table),
+        "provider": provider,
+        "table": str(tables.get("gcp") or tables["aws"]),
+        "tables": {p: str(t) for p, t in tables.items()},
         "days": days,
         # Money in different currencies is never added up: ``totals`` only when there is one currency.
-        **totals_per_currency(days, ("gross_cost", "credits", "net_cost")),
+        **totals_per_currency(days, MEASURES),
+        "totals_by_provider": by_provider,
     }

@@ -65,19 +65,31 @@ class CredentialRepository:
         )
 
     async def latest(
-        self, org_slug: str, provider: str, credential_type: str, *, active_only: bool, with_secret: bool = False
+        self,
+        org_slug: str,
+        provider: str,
+        credential_type: str | None,
+        *,
+        active_only: bool,
+        with_secret: bool = False,
     ) -> dict[str, Any] | None:
-        """The newest row of the org (optionally only an ACTIVE one, optionally with its ciphertext)."""
+        """The newest row of the org (of any type with ``credential_type=None``; optionally only an
+        ACTIVE one, optionally with its ciphertext)."""
         columns = _METADATA + (", encrypted_credential" if with_secret else "")
         active = "AND status = 'ACTIVE'" if active_only else ""
         rows = await self._wh.query(
             f"""
             SELECT {columns}
             FROM {self._table}
-            WHERE org_slug = @org_slug AND provider = @provider AND credential_type = @credential_type {active}
+            WHERE org_slug = @org_slug AND provider = @provider
+              AND (@credential_type IS NULL OR credential_type = @credential_type) {active}
             ORDER BY created_at DESC, credential_id DESC
             LIMIT 1
             """,
-            {"org_slug": org_slug, "provider": provider, "credential_type": credential_type},
+            {
+                "org_slug": org_slug,
+                "provider": provider,
+                "credential_type": TypedParam("STRING", credential_type),
+            },
         )
         return rows[0] if rows else None

@@ -34,9 +34,17 @@ class FocusRepository:
         self._wh = warehouse
 
     async def daily(
-        self, table: TableRef, *, org_slug: str, start: date, end: date, group_by: FocusGroupBy | None
+        self,
+        table: TableRef,
+        *,
+        org_slug: str,
+        start: date,
+        end: date,
+        group_by: FocusGroupBy | None,
+        provider: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Per UTC usage day and billing currency (and group): rows and the four FOCUS costs."""
+        """Per UTC usage day and billing currency (and group): rows and the four FOCUS costs; only
+        ``provider``'s rows (``x_Provider``) when given."""
         key_col, name_expr = _GROUPS[group_by] if group_by else ("", "")
         group_select = f"{key_col} AS group_id, {name_expr} AS group_name, " if group_by else ""
         group_key = f", {key_col}" if group_by else ""
@@ -50,11 +58,11 @@ class FocusRepository:
                    SUM(ContractedCost) AS contracted_cost,
                    BillingCurrency AS currency
             FROM {table.sql}
-            WHERE {_WINDOW}
+            WHERE {_WINDOW}{" AND x_Provider = @provider" if provider else ""}
             GROUP BY x_UsageDate, BillingCurrency{group_key}
             ORDER BY x_UsageDate, BillingCurrency{group_key}
             """,
-            {"start_date": start, "end_date": end},
+            {"start_date": start, "end_date": end, "provider": provider},
             options=QueryOptions(org_slug=org_slug),
         )
 
