@@ -17,7 +17,8 @@ local_deploy() {
   if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
   fi
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r requirements.txt
+  # requirements-local.txt: the local S3 server the demo AWS export is served from (not in the image).
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r requirements.txt -r requirements-local.txt
 
   mkdir -p data
   export ENVIRONMENT=development
@@ -43,8 +44,35 @@ local_deploy() {
   fi
   echo "Writing demo GCP billing export (${DEMO_DAYS:-30} days x ${DEMO_ROWS_PER_DAY:-5000} rows, ending ${DEMO_END_DATE:-yesterday UTC})..."
   "$venv/bin/python" -m src.core.demo.seed
+  local_s3 "$venv"
   echo "Starting on http://$HOST:$PORT (docs: http://$HOST:$PORT/docs, warehouse: ${WAREHOUSE:-duckdb})"
-  exec "$venv/bin/python" -m src.app
+  "$venv/bin/python" -m src.app
+}
+
+# The demo AWS export: a local S3 server (moto, on S3_PORT, default 5005; stopped with the service)
+# that holds two deliveries of this month's CUR 2.0 export, and AWS_ENDPOINT_URL pointing at it.
+local_s3() {
+  local venv=$1 s3_port=${S3_PORT:-5005}
+  export AWS_ENDPOINT_URL=${AWS_ENDPOINT_URL:-http://127.0.0.1:$s3_port}
+  if "$venv/bin/python" -c "import socket,sys; s=socket.socket(); sys.exit(s.connect_ex(('127.0.0.1', $s3_port)) != 0)"; then
+    echo "simple_deploy: 127.0.0.1:$s3_port is already in use (set S3_PORT)" >&2
+    exit 1
+  fi
+  mkdir -p data
+  "$venv/bin/moto_server" -H 127.0.0.1 -p "$s3_port" >data/moto.log 2>&1 &
+  S3_PID=$!
+  trap 'kill "$S3_PID" 2>/dev/null || true' EXIT
+  local tries=0
+  until "$venv/bin/python" -c "import urllib.request; urllib.request.urlopen('$AWS_ENDPOINT_URL/moto-api/')" 2>/dev/null; do
+    tries=$((tries + 1))
+    if [ "$tries" -gt 100 ] || ! kill -0 "$S3_PID" 2>/dev/null; then
+      echo "simple_deploy: the local S3 server did not start (data/moto.log)" >&2
+      exit 1
+    fi
+    sleep 0.1
+  done
+  echo "Delivering the demo AWS CUR 2.0 export (two deliveries of $(date -u +%Y-%m)) to $AWS_ENDPOINT_URL..."
+  "$venv/bin/python" -m src.core.demo.aws_seed
 }
 
 # ---------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import pytest
 
 from tests.backends import Backend, BigQueryBackend, DuckDBBackend, Seed
 from tests.kms_fake import KMS_KEY, KmsFake
+from tests.s3_peer import MotoServer
 from tests.server import Api, ServerProcess
 
 # The demo export used by acceptance tests: fixed, in the past, small.
@@ -70,6 +71,16 @@ def bigquery_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BigQu
     oauth.stop()
     proxy.stop()
     emulator.stop()
+
+
+@pytest.fixture(scope="session")
+def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    """The S3/IAM/STS peer (moto's server mode, IAM authentication on), once per session; every
+    client reaches it through ``AWS_ENDPOINT_URL`` (tests/s3_peer.py)."""
+    server = MotoServer(tmp_path_factory.mktemp("moto"))
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session", params=selected_backends())

@@ -110,6 +110,9 @@ def configure_logging(level: str, *, secrets: list[str]) -> None:
     access.disabled = True
     for name in ("httpx", "httpcore"):  # their INFO lines carry request URLs (webhook URLs are secrets)
         logging.getLogger(name).setLevel(logging.WARNING)
+    # boto's DEBUG lines carry signed requests and credential lookups: never below WARNING.
+    for name in ("boto3", "botocore", "s3transfer", "urllib3"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 class AccessLog:

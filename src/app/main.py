@@ -24,6 +24,7 @@ from src.app.middleware import RequestContextMiddleware
 from src.app.routers import (
     admin,
     admin_orgs,
+    aws,
     credentials,
     health,
     keys,
@@ -48,6 +49,7 @@ ROUTERS = (
     schedules,
     notifications,
     credentials,
+    aws,
     admin,
     admin_orgs,
     scheduler,
@@ -107,6 +109,7 @@ async def _services(app: FastAPI) -> AsyncIterator[None]:
         await services.run_service.shutdown()
         await services.key_use.close()
         await services.org_warehouses.close()
+        await services.aws.close()
         await services.kms.close()
         await services.warehouse.close()
         log.info("service stopped")

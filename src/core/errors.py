@@ -123,6 +123,41 @@ class WarehouseAccessDeniedError(TerminalWarehouseError):
     code = "access_denied"
 
 
+# --- a customer's cloud storage (AWS S3/STS) ------------------------------------------------------
+
+
+class SourceError(ServiceError):
+    """A customer's cloud storage failed a request (raised by ``src/core/aws`` only; boto errors never
+    cross it). Messages name the bucket, key or role, never a secret."""
+
+    status_code = 502
+    code = "source_error"
+
+
+class SourceCredentialsError(SourceError):
+    """The credentials were refused (unknown key, bad signature, expired, role not assumable)."""
+
+    status_code = 422
+    code = "aws_credentials_invalid"
+
+
+class SourceAccessDeniedError(SourceError):
+    status_code = 422
+    code = "aws_access_denied"
+
+
+class SourceNotFoundError(SourceError):
+    status_code = 422
+    code = "aws_object_not_found"
+
+
+class TransientSourceError(SourceError):
+    """Worth retrying: throttling, 5xx, timeouts, connection errors."""
+
+    status_code = 503
+    code = "source_unavailable"
+
+
 # --- pipelines ----------------------------------------------------------------------------------
 
 

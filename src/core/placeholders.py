@@ -29,7 +29,10 @@ PROTECTED_VARIABLES = frozenset(
     }
 )
 WINDOW_VARIABLES = frozenset({"date", "start_date", "end_date"})
-BUILTIN_VARIABLES = PROTECTED_VARIABLES | WINDOW_VARIABLES | {"run_date"}
+# A window of billing periods (months): requested as ``billing_period`` or ``start_period`` +
+# ``end_period`` ("YYYY-MM"); the run's variables carry ``start_period``/``end_period``.
+PERIOD_VARIABLES = frozenset({"billing_period", "start_period", "end_period"})
+BUILTIN_VARIABLES = PROTECTED_VARIABLES | WINDOW_VARIABLES | PERIOD_VARIABLES | {"run_date"}
 
 
 def placeholders(value: Any) -> Iterator[str]:

@@ -108,6 +108,10 @@ class Settings(BaseSettings):
     # --- pipelines ---
     configs_dir: Path = Field(REPO_ROOT / "configs")
     max_run_window_days: int = Field(92, ge=1)
+    export_dir: Path | None = Field(
+        None, description="Where file exports (GET .../costs/focus) are staged while streamed; default: system temp."
+    )
+    export_page_rows: int = Field(10_000, ge=100, le=1_000_000, description="Rows per page of a BigQuery export.")
     run_lease_seconds: float = Field(300.0, gt=0, description="A run whose heartbeat is older is 'owner lost'.")
     heartbeat_seconds: float = Field(30.0, gt=0)
     cancel_wait_seconds: float = Field(
@@ -117,6 +121,19 @@ class Settings(BaseSettings):
     demo_billing_table: str | None = Field(
         None, description="Local only: billing export used by orgs that set none (default: the demo table)."
     )
+
+    # --- AWS (an org's Data Exports in its own S3 bucket; src/core/aws/) ---
+    aws_endpoint_url: str | None = Field(
+        None, description="Point the S3 and STS clients elsewhere (local S3 server: the demo, the tests)."
+    )
+    aws_default_region: str = Field("us-east-1", pattern=r"^[a-z]{2}(-[a-z]+)+-\d$", description="STS region.")
+    aws_download_dir: Path | None = Field(
+        None, description="Where export files are downloaded for a load (default: the system's temp dir)."
+    )
+    aws_max_download_bytes: int = Field(
+        50 * 1024**3, ge=1, description="Cap on the bytes of export files one run downloads."
+    )
+    aws_timeout_seconds: float = Field(60.0, gt=0, le=900, description="Connect/read timeout of one S3 or STS call.")
 
     # --- scheduler and work queue (src/core/services/scheduler.py) ---
     scheduler_loop_enabled: bool | None = Field(
@@ -165,6 +182,7 @@ class Settings(BaseSettings):
         "service_account_token_uri",
         "smtp_host",
         "smtp_username",
+        "aws_endpoint_url",
         mode="before",
     )
     @classmethod

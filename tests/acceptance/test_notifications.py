@@ -76,7 +76,7 @@ def notify_configs(root: Path, hooks: WebhookSink) -> Path:
                 "username": "Cost bot",
                 "icon_emoji": ":moneybag:",
                 "mentions": ["U024BE7LH"],
-                "text": "{status}: {org_slug} loaded {rows_processed} rows for {window} ({run_url})",
+                "text": "{status}: {org_slug} wrote {rows_processed} rows for {window} ({run_url})",
             },
         },
         {
@@ -174,7 +174,7 @@ def test_a_failed_load_emails_the_admin_and_posts_to_slack(napi: Api, smtp: Smtp
         f"Window:       {DAY}",
         "Failed step:  load_billing_costs",
         "Error:        reconciliation failed ",
-        "Rows loaded:  0",
+        "Rows written: 0",
         f"Run details: {run_url}",
         f"curl -s {run_url} -H",
         "load_billing_costs: FAILED",
@@ -201,12 +201,14 @@ def test_a_successful_load_runs_success_and_completion_notifications(
     by_step = steps(result)
     rows = by_step["load_billing_costs"]["rows_processed"]
     assert rows > 0
+    assert by_step["build_focus"]["rows_processed"] == rows  # one FOCUS row per cost row
+    rows = result["rows_processed"]  # the run's: every row its steps wrote
     assert by_step["notify_failure"]["status"] == "SKIPPED"
     assert by_step["notify_failure"]["error_message"] == "skipped: no earlier step failed"
 
     assert hooks.received("/ok/step-success", containing=run_id) == [
         {
-            "text": f"<@U024BE7LH> COMPLETED: {slug} loaded {rows} rows for {DAY} "
+            "text": f"<@U024BE7LH> COMPLETED: {slug} wrote {rows} rows for {DAY} "
             f"({BASE_URL}/api/v1/pipelines/runs/{run_id})",
             "channel": "#finops",
             "username": "Cost bot",
@@ -227,7 +229,7 @@ def test_a_successful_load_runs_success_and_completion_notifications(
     (mail,) = smtp.wait_for(about(run_id))
     assert sorted(mail.envelope_to) == sorted(TEAM)
     assert mail.subject == f"[Convergence] COMPLETED: {slug}_notified_billing ({DAY})"
-    assert f"Rows loaded:  {rows}" in mail.body
+    assert f"Rows written: {rows}" in mail.body
     assert "Failed step:  -" in mail.body
     assert "slack_broken_hook: FAILED (slack not delivered after 3 attempt(s)" in mail.body
 

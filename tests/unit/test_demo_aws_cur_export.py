@@ -342,6 +342,9 @@ def test_demo_deliveries_and_argument_checks(tmp_path: Path) -> None:
     assert first.execution_id != second.execution_id and first == demo_deliveries(date(2025, 3, 20))[0]
     early = demo_deliveries(date(2025, 3, 2))[0]
     assert early.through_day == PERIOD
+    on_the_first = demo_deliveries(PERIOD)
+    assert on_the_first[0].through_day == on_the_first[1].through_day == PERIOD
+    assert on_the_first[0].execution_id != on_the_first[1].execution_id  # two executions, two folders
     with pytest.raises(ValueError, match="not in billing period"):
         _write(tmp_path, date(2025, 4, 1), "x")
     with pytest.raises(ValueError, match="rows_per_day"):

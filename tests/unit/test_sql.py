@@ -4,6 +4,7 @@ keeps BigQuery's semantics."""
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -19,11 +20,14 @@ from src.core.engine.loads import (
     window_condition,
 )
 from src.core.engine.repositories.billing_export import add_ingestion_day, export_schema
+from src.core.engine.schema import parse_schema
 from src.core.engine.sql import TableRef
 from src.core.engine.translate import to_duckdb
 from src.core.pipeline.loader import PipelineStore
 from src.core.pipeline.registry import ProcessorRegistry
 from src.core.placeholders import PLACEHOLDER_RE
+from src.core.processors.focus.build import Config as FocusConfig
+from src.core.processors.focus.build import focus_schema, mapping_sql, replaced_condition
 from src.core.processors.gcp.bq_etl import Config as EtlConfig
 from src.core.processors.gcp.bq_etl import schema_templates
 from tests.server import REPO
@@ -68,6 +72,29 @@ def config_sql() -> list[tuple[str, str]]:
                         replace_statements(dest, columns, source, window_condition("usage_date"))
                     ):
                         found.append((f"{p.path}:{step_id}:write.replace{i}", statement))
+            if isinstance(cfg, FocusConfig):
+                found += focus_sql(f"{p.path}:{step_id}", cfg, str(p.spec.variables["destination_table"]))
+    return found
+
+
+def focus_sql(where: str, cfg: FocusConfig, provider_table: str) -> list[tuple[str, str]]:
+    """The statements of a ``focus.build`` step, as the processor composes them."""
+    source = f"convergence-local.acme_local.{cfg.source_table.replace('{destination_table}', provider_table)}"
+    mapping = mapping_sql(CONFIGS, cfg.mapping).replace("{source_table}", source)
+    focus = TableRef("convergence-local", "acme_local", "focus_cost")
+    replace = replaced_condition(cfg.replace)
+    mine = f"(SELECT * FROM {focus.sql} WHERE {replace.replace('{t}.', '')})"
+    columns = [f.name for f in focus_schema(CONFIGS)]
+    found = [
+        (f"{where}:mapping", mapping),
+        (f"{where}:reconcile.source", cfg.reconcile.source_query.replace("{source_table}", source)),
+        (f"{where}:reconcile.output", cfg.reconcile.measure_sql(f"({mapping})")),
+        (f"{where}:reconcile.destination", cfg.reconcile.measure_sql(mine)),
+        (f"{where}:write.merge", replace_merge_sql(focus, columns, mapping, replace)),
+    ]
+    found += [
+        (f"{where}:write.replace{i}", sql) for i, sql in enumerate(replace_statements(focus, columns, mapping, replace))
+    ]
     return found
 
 
@@ -86,6 +113,9 @@ def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Any:
         await add_ingestion_day(wh, export)
         await wh.create_dataset("acme_local")
         await wh.create_table(wh.table("acme_local", "billing_cost_daily"), schema_templates(CONFIGS)["billing_cost"])
+        await wh.create_table(wh.table("acme_local", "focus_cost"), focus_schema(CONFIGS))
+        aws = json.loads((CONFIGS / "aws/s3_data_loader/schema_template.json").read_text())["aws_billing_cost"]
+        await wh.create_table(wh.table("acme_local", "aws_billing_cost_daily"), parse_schema(aws, source="aws"))
         return wh
 
     return asyncio.run(build())
@@ -101,6 +131,7 @@ def test_config_sql_is_bigquery_and_runs_on_duckdb(warehouse: DuckDBWarehouse, w
         "org_slug": "acme",
         "pipeline_logging_id": "x",
         "tolerance": 1e-6,
+        "focus_provider": "aws" if where.startswith("aws/") else "gcp",
     }
     if where.split(":")[-1].startswith("write.merge"):
         return  # DuckDB runs the DELETE + INSERT form; the MERGE form is BigQuery's (parsed above)

@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response, status
+from fastapi.responses import StreamingResponse
 
 from src.app.audit import audited
 from src.app.dependencies.auth import AdminDep, OrgRead, OrgSlugPath, OrgWrite, org_access
@@ -14,13 +15,16 @@ from src.app.schemas.organizations import (
     BillingSourceResponse,
     DailyCostsResponse,
     DryRunResponse,
+    FocusDailyCostsResponse,
     OnboardRequest,
     OnboardResponse,
     OrgResponse,
 )
 from src.core.security import scopes
 from src.core.services.billing_source import set_billing_source
-from src.core.services.orgs import daily_costs, get_org, org_profile_json
+from src.core.services.cost_reads import daily_view
+from src.core.services.focus import focus_export
+from src.core.services.orgs import get_org, org_profile_json
 from src.core.services.setup import SetupService
 
 router = APIRouter(prefix="/api/v1/organizations", tags=["organizations"])
@@ -105,17 +109,70 @@ async def billing_source(org: OrgWrite, body: BillingSourceRequest) -> dict[str,
         )
 
 
-@router.get("/{org_slug}/costs/daily", response_model=DailyCostsResponse, responses=errors(*ORG))
+ProviderGroup = Literal["service", "project", "sku"]
+FocusGroup = Literal["service_category", "service_name", "provider", "sub_account"]
+
+
+@router.get(
+    "/{org_slug}/costs/daily",
+    response_model=DailyCostsResponse | FocusDailyCostsResponse,
+    responses=errors(*ORG),
+)
 async def costs_daily(
     org: OrgRead,
     start_date: IsoDate,
     end_date: IsoDate,
-    group_by: Annotated[Literal["service", "project", "sku"] | None, Query()] = None,
+    group_by: Annotated[ProviderGroup | FocusGroup | None, Query()] = None,
+    provider: Annotated[Literal["gcp", "aws", "both"], Query()] = "both",
+    view: Annotated[Literal["provider", "focus"], Query()] = "provider",
     limit: Annotated[int, limit_query(MAX_COST_ROWS)] = DEFAULT_COST_ROWS,
     page_token: PageToken = None,
 ) -> dict[str, Any]:
-    """Gross cost, credits and net cost per UTC day (optionally per service, project or SKU), one
-    page of rows at a time; ``totals`` cover the whole window on every page."""
-    return await daily_costs(
-        org.services, org.slug, start=start_date, end=end_date, group_by=group_by, limit=limit, page_token=page_token
+    """Costs per UTC day and currency, one page of rows at a time, never added across currencies;
+    the totals cover the whole window on every page. ``view=provider`` (default): gross cost,
+    credits and net cost of the providers' own cost tables (optionally per service, project or SKU;
+    for AWS: product code, usage account, usage type). ``view=focus``: BilledCost, EffectiveCost,
+    ListCost and ContractedCost of the FOCUS table, optionally per service_category, service_name,
+    provider or sub_account. ``provider`` limits either view to gcp or aws."""
+    return await daily_view(
+        org.services,
+        org.slug,
+        view=view,
+        start=start_date,
+        end=end_date,
+        group_by=group_by,
+        provider=provider,
+        limit=limit,
+        page_token=page_token,
+    )
+
+
+@router.get(
+    "/{org_slug}/costs/focus",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "The FOCUS rows as a file (Content-Disposition names it).",
+            "content": {
+                "text/csv": {"schema": {"type": "string"}},
+                "application/vnd.apache.parquet": {"schema": {"type": "string", "format": "binary"}},
+                "application/x-ndjson": {"schema": {"type": "string"}},
+            },
+        },
+        **errors(*ORG),
+    },
+)
+async def costs_focus(
+    org: OrgRead,
+    start_date: IsoDate,
+    end_date: IsoDate,
+    format: Annotated[Literal["csv", "parquet", "jsonl"], Query()] = "csv",
+) -> StreamingResponse:
+    """The FOCUS 1.2 rows (every provider) of the UTC usage days ``start_date``..``end_date`` as a file
+    to import into a FinOps tool: streamed in chunks with bounded memory, named by Content-Disposition."""
+    export = await focus_export(org.services, org.slug, start=start_date, end=end_date, fmt=format)
+    return StreamingResponse(
+        export.chunks,
+        media_type=export.media_type,
+        headers={"Content-Disposition": f'attachment; filename="{export.filename}"', "Cache-Control": "no-store"},
     )

@@ -145,6 +145,7 @@ class BillingSourceResponse(BaseModel):
 
 class DailyCost(BaseModel):
     usage_date: date
+    provider: Literal["gcp", "aws"]
     currency: str | None
     group_id: str | None = None
     group_name: str | None = None
@@ -163,15 +164,58 @@ class CostTotals(BaseModel):
 
 class DailyCostsResponse(Page):
     org_slug: str
+    view: str = Field("provider", description="provider: the providers' own cost tables.")
     start_date: date
     end_date: date
     group_by: Literal["service", "project", "sku"] | None
-    table: str
-    days: list[DailyCost] = Field(description="One page of rows, by day, currency (and group).")
+    provider: Literal["gcp", "aws", "both"]
+    table: str = Field(description="The GCP cost table (the AWS one when provider=aws).")
+    tables: dict[str, str] = Field(description="Provider -> the cost table read.")
+    days: list[DailyCost] = Field(description="One page of rows, by day, provider, currency (and group).")
+    currencies: list[str] = Field(description="Currencies in the window; amounts of different ones are never added.")
+    totals_currency: str | None = Field(description="Currency of `totals`; null when the window holds several.")
     totals: CostTotals | None = Field(
         description="Sums over the whole window (every page); null when it holds several currencies."
     )
-    totals_by_currency: dict[str, CostTotals]
+    totals_by_currency: dict[str, CostTotals] = Field(description="Currency -> sums over the providers asked for.")
+    totals_by_provider: dict[str, dict[str, CostTotals]] = Field(description="Provider -> currency -> sums.")
+
+
+class FocusDailyCost(BaseModel):
+    usage_date: date
+    currency: str = Field(description="BillingCurrency of the amounts of this row.")
+    group_id: str | None = None
+    group_name: str | None = None
+    row_count: int
+    billed_cost: float
+    effective_cost: float
+    list_cost: float
+    contracted_cost: float
+
+
+class FocusTotals(BaseModel):
+    row_count: int
+    billed_cost: float
+    effective_cost: float
+    list_cost: float
+    contracted_cost: float
+
+
+class FocusDailyCostsResponse(Page):
+    org_slug: str
+    view: str = Field("focus", description="focus: the FOCUS table (focus_cost), all providers.")
+    start_date: date
+    end_date: date
+    group_by: Literal["service_category", "service_name", "provider", "sub_account"] | None
+    provider: Literal["gcp", "aws", "both"]
+    table: str
+    days: list[FocusDailyCost] = Field(description="One page of rows, by day, currency (and group).")
+    currencies: list[str] = Field(description="Billing currencies in the window; never added together.")
+    totals_currency: str | None = Field(description="BillingCurrency of `totals`; null when the window holds several.")
+    totals: FocusTotals | None = Field(
+        description="Sums over the whole window (every page); null when it holds several currencies."
+    )
+    totals_by_currency: dict[str, FocusTotals] = Field(description="BillingCurrency -> sums.")
 
 
 class UsageToday(BaseModel):

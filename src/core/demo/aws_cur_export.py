@@ -740,8 +740,11 @@ def demo_deliveries(today: date, *, seed: int = 42) -> tuple[DeliverySpec, Deliv
     """
     period = _month_start(today)
     first_through = max(period, today - timedelta(days=5))
+    first_id = execution_id_for(period, first_through, seed)
+    if first_through == today:  # the 1st: the same day twice, two executions
+        first_id = _uuid("execution", seed, billing_period(period), today.isoformat(), "earlier")
     return (
-        DeliverySpec(period, first_through, execution_id_for(period, first_through, seed)),
+        DeliverySpec(period, first_through, first_id),
         DeliverySpec(period, today, execution_id_for(period, today, seed)),
     )
 

@@ -11,16 +11,20 @@ import asyncio
 import logging
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
+from src.core.engine.exports import ExportFormat
 from src.core.engine.schema import Schema, SchemaField, TableOptions
 from src.core.engine.sql import TableRef
 from src.core.errors import TransientWarehouseError
 from src.core.run_types import JobStats
+
+if TYPE_CHECKING:
+    from src.core.engine.export_files import FileSet
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +154,22 @@ class Warehouse(ABC):
         ``check(source_rows, check_rows)`` rolls the write back (``committed=False``)."""
 
     @abstractmethod
+    def export(
+        self,
+        sql: str,
+        params: Params | None = None,
+        *,
+        fmt: ExportFormat,
+        schema: Schema,
+        json_columns: Iterable[str] = (),
+        directory: Path | None = None,
+        options: QueryOptions | None = None,
+    ) -> AsyncGenerator[bytes]:
+        """The rows of the SELECT ``sql`` as a ``fmt`` file with the columns of ``schema``, in chunks,
+        with bounded memory whatever the row count (``engine/exports.py``). The file is staged in
+        ``directory`` (the system's temp directory when None) and deleted once streamed."""
+
+    @abstractmethod
     async def check_query(self, sql: str, params: Params | None = None) -> None:
         """Validate a query against the live catalog without reading data (dry run)."""
 
@@ -171,6 +191,25 @@ class Warehouse(ABC):
     ) -> int:
         """A table of ``sql``'s rows (replacing one of that name) that the warehouse drops after
         ``expires_at`` (BigQuery's table expiration; DuckDB: ``drop_expired_tables``); its row count."""
+
+    @abstractmethod
+    async def stage_files(
+        self,
+        ref: TableRef,
+        files: FileSet,
+        schema: Schema,
+        *,
+        expires_at: datetime,
+        options: QueryOptions | None = None,
+    ) -> int | None:
+        """Make ``ref`` stand for the rows of local export files (``export_files.relation_sql``
+        over ``schema``; maps as JSON text): where the warehouse reads local files itself (DuckDB) a
+        view over them (no copy; None: not counted), else a staging table filled by one load job,
+        expiring at ``expires_at`` (BigQuery; its row count). Removed with ``drop_staged``."""
+
+    async def drop_staged(self, ref: TableRef) -> None:
+        """Remove what ``stage_files`` made."""
+        await self.drop_table(ref)
 
     async def drop_expired_tables(self) -> int:
         """Drop tables whose expiry has passed, where the warehouse does not do it itself."""

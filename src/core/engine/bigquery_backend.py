@@ -17,16 +17,17 @@ import asyncio
 import copy
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
-from google.api_core import exceptions as gexc
 from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
 
 from src.core.blocking import BlockingCalls, default_calls
+from src.core.engine import exports
 from src.core.engine.base import (
     Capabilities,
     Estimate,
@@ -45,6 +46,7 @@ from src.core.engine.bigquery_mapping import (
     translate_error,
 )
 from src.core.engine.loads import replace_merge_sql
+from src.core.engine.schema import Schema
 from src.core.engine.sql import TableRef, check_identifier
 from src.core.engine.translate import parameter_names
 from src.core.errors import (
@@ -89,6 +91,7 @@ class BigQueryWarehouse(BigQueryCatalog, Warehouse):
         timeout_seconds: float,
         retry_deadline_seconds: float = 60.0,
         calls: BlockingCalls | None = None,
+        export_page_rows: int = 10_000,
     ) -> None:
         self.project = check_identifier("project", project)
         self._location = location
@@ -102,6 +105,7 @@ class BigQueryWarehouse(BigQueryCatalog, Warehouse):
         self._client: bigquery.Client | None = None
         self._credentials: Any = None  # None: the service's own (or anonymous for an endpoint)
         self._job_project = self.project  # where jobs run and are billed
+        self._page_rows = export_page_rows
 
     # --- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -243,6 +247,45 @@ class BigQueryWarehouse(BigQueryCatalog, Warehouse):
         _, affected = await self._run_query(sql, params, options)
         return affected
 
+    async def export(
+        self,
+        sql: str,
+        params: Params | None = None,
+        *,
+        fmt: exports.ExportFormat,
+        schema: Schema,
+        json_columns: Iterable[str] = (),
+        directory: Path | None = None,
+        options: QueryOptions | None = None,
+    ) -> AsyncGenerator[bytes]:
+        """The query's result read page by page (``export_page_rows`` rows held at a time) into a
+        JSON-lines file, copied to ``fmt`` by the same writer as DuckDB's, then streamed."""
+        config = self._job_config(sql, params, options)
+        self._observe(sql)
+        staged = exports.new_file(directory, ".ndjson")
+        path = exports.new_file(directory, exports.SUFFIX[fmt])
+
+        try:
+            job = await self._job(sql, config, options)  # polled to its end; its statistics recorded
+
+            def fetch() -> int:
+                result = job.result(
+                    page_size=self._page_rows,
+                    timeout=self._timeout_for(options) + 30,
+                    retry=self._retry,
+                    job_retry=None,
+                )
+                with staged.open("w", encoding="utf-8") as handle:
+                    return sum(exports.append_ndjson(handle, (dict(r.items()) for r in page)) for page in result.pages)
+
+            await self._call(fetch)
+            await asyncio.to_thread(exports.convert_ndjson, staged, path, fmt, schema, tuple(json_columns))
+            exports.remove(staged)
+            async for chunk in exports.file_chunks(path):
+                yield chunk
+        finally:
+            exports.remove(staged, path)
+
     async def check_query(self, sql: str, params: Params | None = None) -> None:
         config = self._job_config(sql, params, None, dry_run=True)
         await self._call(lambda: self.client.query(sql, job_config=config, retry=self._retry))
@@ -327,38 +370,3 @@ class BigQueryWarehouse(BigQueryCatalog, Warehouse):
         clone._credentials = credentials
         clone._job_project = job_project
         return clone
-
-    async def set_dataset_writer(self, dataset: str, member_email: str, *, granted: bool) -> bool:
-        """Add (or remove) a WRITER (roles/bigquery.dataEditor) entry for a service account in the
-        dataset's access list: a read-modify-write guarded by the dataset's etag, retried on a
-        concurrent change. True if the list changed."""
-        dataset_id = self._dataset_id(dataset)
-        email = member_email.lower()
-
-        def is_writer(entry: bigquery.AccessEntry) -> bool:
-            return (
-                entry.entity_type in ("userByEmail", "iamMember")
-                and str(entry.entity_id).lower().removeprefix("serviceaccount:") == email
-                and entry.role in ("WRITER", "roles/bigquery.dataEditor")
-            )
-
-        def update() -> bool:
-            for attempt in range(5):
-                ds = self.client.get_dataset(dataset_id, retry=self._retry)
-                entries = list(ds.access_entries)
-                if granted == any(is_writer(e) for e in entries):
-                    return False
-                if granted:
-                    entries.append(bigquery.AccessEntry("WRITER", "userByEmail", email))
-                else:
-                    entries = [e for e in entries if not is_writer(e)]
-                ds.access_entries = entries
-                try:
-                    self.client.update_dataset(ds, ["access_entries"], retry=self._retry)  # If-Match: etag
-                    return True
-                except gexc.PreconditionFailed:
-                    if attempt == 4:
-                        raise
-            raise AssertionError("unreachable")  # pragma: no cover
-
-        return await self._call(update)

@@ -1,15 +1,20 @@
-"""The catalog side of the BigQuery backend: datasets, tables, columns, load jobs, renames."""
+"""The catalog side of the BigQuery backend: datasets, tables, columns, load jobs, renames, and
+the dataset access list (an org account's write grant)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from google.api_core import exceptions as gexc
 from google.cloud import bigquery
 
 from src.core.engine.base import Params, QueryOptions, Row
 from src.core.engine.bigquery_mapping import ddl_type, label_value, table_options_of, to_bigquery_table, to_schema_field
+from src.core.engine.export_files import FileSet, LocalFiles, staged_schema
 from src.core.engine.schema import Schema, SchemaField, TableOptions
 from src.core.engine.sql import TableRef, check_identifier
 from src.core.errors import TerminalWarehouseError, WarehouseNotFoundError
@@ -125,6 +130,52 @@ class BigQueryCatalog:
 
         return await self._call(load)
 
+    async def stage_files(
+        self,
+        ref: TableRef,
+        files: FileSet,
+        schema: Schema,
+        *,
+        expires_at: datetime,
+        options: QueryOptions | None = None,
+    ) -> int | None:
+        """A staging table (expiring at ``expires_at``) filled by ONE load job: the files are read
+        by a local DuckDB into one Parquet file with the staging table's columns, in its order
+        (maps already JSON text), which the job loads. No row passes through Python."""
+        staged = staged_schema(schema)
+        local = LocalFiles(files, schema, ref, threads=2, memory_limit="1GB")
+        folder = files.paths[0].parent if files.paths else Path(".")
+        path = folder / f"{ref.table}.parquet"
+        table = to_bigquery_table(str(ref), staged, TableOptions())
+        table.expires = expires_at
+        labels = {"managed-by": "convergence"}
+        if options and options.org_slug:
+            labels["org"] = label_value(options.org_slug)
+        if options and options.run_id:
+            labels["run_id"] = label_value(options.run_id)
+        table.labels = labels
+        await self._call(lambda: self.client.delete_table(str(ref), not_found_ok=True, retry=self._retry))
+        await self._call(lambda: self.client.create_table(table, retry=self._retry))
+        if not files.paths:
+            return 0
+        await asyncio.to_thread(local.write_parquet, path)
+        config = bigquery.LoadJobConfig(
+            source_format=bigquery.SourceFormat.PARQUET,
+            write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
+            labels=labels,
+        )
+
+        def load() -> int:
+            try:
+                with path.open("rb") as handle:  # no size=: a resumable upload (works on the emulator too)
+                    job = self.client.load_table_from_file(handle, str(ref), job_config=config)
+                job.result(timeout=self._timeout)
+                return int(job.output_rows or 0)
+            finally:
+                path.unlink(missing_ok=True)
+
+        return await self._call(load)
+
     async def table_options(self, ref: TableRef) -> TableOptions:
         table = await self._call(lambda: self.client.get_table(str(ref), retry=self._retry))
         return table_options_of(table)
@@ -140,3 +191,39 @@ class BigQueryCatalog:
             self.client.delete_table(str(ref), not_found_ok=True, retry=self._retry)
 
         await self._call(run)
+
+    # --- dataset access --------------------------------------------------------------------
+    async def set_dataset_writer(self, dataset: str, member_email: str, *, granted: bool) -> bool:
+        """Add (or remove) a WRITER (roles/bigquery.dataEditor) entry for a service account in the
+        dataset's access list: a read-modify-write guarded by the dataset's etag, retried on a
+        concurrent change. True if the list changed."""
+        dataset_id = self._dataset_id(dataset)
+        email = member_email.lower()
+
+        def is_writer(entry: bigquery.AccessEntry) -> bool:
+            return (
+                entry.entity_type in ("userByEmail", "iamMember")
+                and str(entry.entity_id).lower().removeprefix("serviceaccount:") == email
+                and entry.role in ("WRITER", "roles/bigquery.dataEditor")
+            )
+
+        def update() -> bool:
+            for attempt in range(5):
+                ds = self.client.get_dataset(dataset_id, retry=self._retry)
+                entries = list(ds.access_entries)
+                if granted == any(is_writer(e) for e in entries):
+                    return False
+                if granted:
+                    entries.append(bigquery.AccessEntry("WRITER", "userByEmail", email))
+                else:
+                    entries = [e for e in entries if not is_writer(e)]
+                ds.access_entries = entries
+                try:
+                    self.client.update_dataset(ds, ["access_entries"], retry=self._retry)  # If-Match: etag
+                    return True
+                except gexc.PreconditionFailed:
+                    if attempt == 4:
+                        raise
+            raise AssertionError("unreachable")  # pragma: no cover
+
+        return await self._call(update)

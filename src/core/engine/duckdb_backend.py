@@ -22,7 +22,7 @@ import logging
 import queue
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 import duckdb
 
+from src.core.engine import exports
 from src.core.engine.base import (
     Capabilities,
     Estimate,
@@ -43,6 +44,7 @@ from src.core.engine.base import (
 )
 from src.core.engine.duckdb_catalog import EXPIRES_COMMENT, DuckDBCatalog
 from src.core.engine.loads import replace_statements
+from src.core.engine.schema import Schema
 from src.core.engine.sql import TableRef, check_identifier
 from src.core.engine.translate import Statement, to_duckdb
 from src.core.errors import (
@@ -129,6 +131,11 @@ def _run(cursor: duckdb.DuckDBPyConnection, sql: str, params: Params | None) -> 
         rows = _rows(cursor)
         affected = rows[0]["Count"] if len(rows) == 1 and list(rows[0]) == ["Count"] else 0
     return rows, int(affected or 0)
+
+
+def run_statements(cursor: duckdb.DuckDBPyConnection, sql: str, params: Params | None) -> tuple[list[Row], int]:
+    """BigQuery SQL on a DuckDB connection (translated): the last statement's rows and count."""
+    return _run(cursor, sql, params)
 
 
 class DuckDBWarehouse(DuckDBCatalog, Warehouse):
@@ -233,6 +240,30 @@ class DuckDBWarehouse(DuckDBCatalog, Warehouse):
         async with self._dml_lock(_mutated_table(sql)):
             _, affected = await self._with_cursor(lambda c: _run(c, sql, params))
         return affected
+
+    async def export(
+        self,
+        sql: str,
+        params: Params | None = None,
+        *,
+        fmt: exports.ExportFormat,
+        schema: Schema,
+        json_columns: Iterable[str] = (),
+        directory: Path | None = None,
+        options: QueryOptions | None = None,
+    ) -> AsyncGenerator[bytes]:
+        """One ``COPY`` of the query to a file (DuckDB streams it under its memory limit), then the
+        file in chunks."""
+        (statement,) = to_duckdb(sql)
+        path = exports.new_file(directory, exports.SUFFIX[fmt])
+        copy = exports.copy_sql(statement.sql, path, fmt, schema, json_columns)
+        self._observe(sql)
+        try:
+            await self._with_cursor(lambda c: c.execute(copy, _bind(statement, params)))
+            async for chunk in exports.file_chunks(path):
+                yield chunk
+        finally:
+            exports.remove(path)
 
     async def check_query(self, sql: str, params: Params | None = None) -> None:
         def probe(cursor: duckdb.DuckDBPyConnection) -> None:

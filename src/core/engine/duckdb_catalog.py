@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import duckdb
 
+from src.core.engine.export_files import FileSet, relation_sql
 from src.core.engine.schema import Schema, SchemaField, TableOptions
 from src.core.engine.sql import TableRef, check_identifier
 from src.core.errors import TerminalWarehouseError, TransientWarehouseError
@@ -140,23 +141,47 @@ class DuckDBCatalog:
     async def table_options(self, ref: TableRef) -> TableOptions:
         return TableOptions()
 
+    async def stage_files(
+        self, ref: TableRef, files: FileSet, schema: Schema, *, expires_at: datetime, options: Any = None
+    ) -> int | None:
+        """A view over the files (read by DuckDB at each use; no copy), with its expiry in its
+        comment like ``create_table_as`` (a run that dies leaves it to ``drop_expired_tables``)."""
+        stamp = expires_at.astimezone(UTC).isoformat()
+        view = self._table_sql(ref)
+
+        def build(cursor: duckdb.DuckDBPyConnection) -> None:
+            cursor.execute(f"CREATE OR REPLACE VIEW {view} AS {relation_sql(files, schema)}")
+            cursor.execute(f"COMMENT ON VIEW {view} IS '{EXPIRES_COMMENT}{stamp}'")
+
+        await self._with_cursor(build)
+        return None
+
+    async def drop_staged(self, ref: TableRef) -> None:
+        await self._fetch(f"DROP VIEW IF EXISTS {self._table_sql(ref)}")
+
     async def drop_expired_tables(self) -> int:
         """DuckDB has no table expiration: tables made by ``create_table_as`` carry their expiry in
         their comment, and this drops those whose time has come (called by the heartbeat)."""
         rows = await self._fetch(
-            "SELECT schema_name, table_name, comment FROM duckdb_tables() WHERE database_name = ? AND comment LIKE ?",
+            "SELECT schema_name, table_name, comment, FALSE FROM duckdb_tables() "
+            "WHERE database_name = ? AND comment LIKE ? "
+            "UNION ALL SELECT schema_name, view_name, comment, TRUE FROM duckdb_views() "
+            "WHERE database_name = ? AND comment LIKE ?",
+            self.project,
+            f"{EXPIRES_COMMENT}%",
             self.project,
             f"{EXPIRES_COMMENT}%",
         )
         now = datetime.now(UTC)
         dropped = 0
-        for schema, table, comment in rows:
+        for schema, table, comment, is_view in rows:
             try:
                 expires = datetime.fromisoformat(str(comment).removeprefix(EXPIRES_COMMENT))
             except ValueError:
                 continue
             if expires <= now:
-                await self.drop_table(TableRef(self.project, schema, table))
+                ref = TableRef(self.project, schema, table)
+                await (self.drop_staged(ref) if is_view else self.drop_table(ref))
                 dropped += 1
         return dropped
 

@@ -19,6 +19,7 @@ def build_warehouse(settings: Settings, calls: BlockingCalls | None = None) -> W
             timeout_seconds=settings.query_timeout_seconds,
             retry_deadline_seconds=settings.bigquery_retry_deadline_seconds,
             calls=calls,
+            export_page_rows=settings.export_page_rows,
         )
     from src.core.engine.duckdb_backend import DuckDBWarehouse
 

@@ -52,8 +52,9 @@ def _qualify(condition: str, alias: str) -> str:
     return condition.replace("{t}", alias)
 
 
-def window_condition(partition_column: str) -> str:
-    return f"{{t}}.{quote_column(partition_column)} BETWEEN @start_date AND @end_date"
+def window_condition(partition_column: str, low: str = "start_date", high: str = "end_date") -> str:
+    """``{t}.column BETWEEN @low AND @high`` (by default the run's window of days)."""
+    return f"{{t}}.{quote_column(partition_column)} BETWEEN @{low} AND @{high}"
 
 
 def append_sql(destination: TableRef, columns: Sequence[str], source_query: str) -> str:

@@ -11,44 +11,26 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError
 
+from src.core.engine.sqlglot_lists import unnest_subqueries_to_lists
 from src.core.errors import TerminalWarehouseError
-
-
-def _is_column_of(node: exp.Expression, alias: str) -> bool:
-    return isinstance(node, exp.Column) and node.table == alias and bool(node.name)
-
-
-def _unnest_sum_to_list_sum(node: exp.Expression) -> exp.Expression:
-    if not isinstance(node, exp.Subquery) or not isinstance(node.this, exp.Select):
-        return node
-    select = node.this
-    if len(select.expressions) != 1 or any(
-        select.args.get(k) for k in ("where", "group", "having", "joins", "order", "limit", "distinct")
-    ):
-        return node
-    agg = select.expressions[0]
-    source = select.args.get("from_") or select.args.get("from")
-    if not isinstance(agg, exp.Sum) or source is None or not isinstance(source.this, exp.Unnest):
-        return node
-    unnest = source.this
-    alias = unnest.args.get("alias")
-    columns = alias.columns if isinstance(alias, exp.TableAlias) else []
-    if len(unnest.expressions) != 1 or len(columns) != 1 or unnest.args.get("offset"):
-        return node
-    var = columns[0].name
-    value = agg.this
-    if not _is_column_of(value, var):
-        return node
-    field = exp.Dot(this=exp.column(var), expression=exp.to_identifier(value.name))
-    mapper = exp.Lambda(this=field, expressions=[exp.to_identifier(var)])
-    transformed = exp.Anonymous(this="list_transform", expressions=[unnest.expressions[0].copy(), mapper])
-    return exp.Anonymous(this="list_sum", expressions=[transformed])
 
 
 def _numeric_precision(node: exp.Expression) -> exp.Expression:
     if isinstance(node, exp.DataType) and node.this == exp.DataType.Type.DECIMAL and not node.expressions:
         return exp.DataType.build("DECIMAL(38, 9)", dialect="duckdb")
     return node
+
+
+def _parse_numeric(node: exp.Expression) -> exp.Expression:
+    """``PARSE_NUMERIC(s)`` (no DuckDB function of that name) is a cast to NUMERIC;
+    ``PARSE_NUMERIC(CAST(x AS STRING))`` -- how config SQL turns FLOAT64 into NUMERIC so that the local
+    BigQuery emulator keeps 9 decimals (its ``CAST(x AS NUMERIC)`` keeps 3) -- casts ``x`` directly."""
+    if not isinstance(node, exp.ParseNumeric):
+        return node
+    value = node.this
+    if isinstance(value, exp.Cast) and value.to.this in (exp.DataType.Type.TEXT, exp.DataType.Type.VARCHAR):
+        value = value.this
+    return exp.Cast(this=value.copy(), to=exp.DataType.build("DECIMAL(38, 9)", dialect="duckdb"))
 
 
 def _parameter_names(tree: exp.Expr) -> set[str]:
@@ -77,6 +59,20 @@ def to_duckdb(sql: str) -> list[tuple[str, frozenset[str]]]:
     statements = []
     for tree in trees:
         params = frozenset(_parameter_names(tree))
-        tree = tree.transform(_unnest_sum_to_list_sum).transform(_numeric_precision)
+        tree = unnest_subqueries_to_lists(tree).transform(_parse_numeric).transform(_numeric_precision)
         statements.append((tree.sql(dialect="duckdb"), params))
     return statements
+
+
+def output_columns(sql: str) -> list[str]:
+    """Names of the columns a BigQuery SELECT returns, in order (every item must be named)."""
+    try:
+        tree = sqlglot.parse_one(sql, read="bigquery")
+    except ParseError as exc:
+        raise TerminalWarehouseError(f"invalid SQL: {exc.errors[0]['description'] if exc.errors else exc}") from None
+    if not isinstance(tree, exp.Query):
+        raise TerminalWarehouseError("not a query")
+    names = tree.named_selects
+    if len(names) != len(tree.selects) or any(not n or n == "*" for n in names):
+        raise TerminalWarehouseError("every column of the query must have a name")
+    return list(names)

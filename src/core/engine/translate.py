@@ -2,8 +2,11 @@
 
 Besides sqlglot's own translation, a small rewrite pass fixes what would be wrong or slow on DuckDB:
 
-* ``(SELECT SUM(c.f) FROM UNNEST(arr) AS c)`` becomes ``list_sum(list_transform(arr, c -> c.f))``:
-  the correlated subquery form costs ~5x the time and ~8x the memory on DuckDB.
+* Scalar and EXISTS subqueries over one ``UNNEST(arr)`` (aggregates, filters; arrays of structs or of
+  JSON text) become DuckDB list functions, e.g. ``(SELECT SUM(c.f) FROM UNNEST(arr) AS c)`` ->
+  ``list_sum(list_transform(arr, c -> c.f))``: the correlated subquery form costs ~5x the time and
+  ~8x the memory on DuckDB (``sqlglot_lists``).
+* ``PARSE_NUMERIC`` (which DuckDB lacks) becomes a cast to ``DECIMAL(38, 9)``.
 * A bare ``NUMERIC`` cast becomes ``DECIMAL(38, 9)`` (BigQuery's NUMERIC), not DuckDB's
   ``DECIMAL(18, 3)`` default, which would silently round money to 3 decimals.
 
@@ -36,3 +39,11 @@ def to_duckdb(sql: str) -> tuple[Statement, ...]:
     from src.core.engine import sqlglot_passes
 
     return tuple(Statement(text, params) for text, params in sqlglot_passes.to_duckdb(sql))
+
+
+@lru_cache(maxsize=64)
+def output_columns(sql: str) -> tuple[str, ...]:
+    """Names of the columns a BigQuery SELECT returns, in order."""
+    from src.core.engine import sqlglot_passes
+
+    return tuple(sqlglot_passes.output_columns(sql))

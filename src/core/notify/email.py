@@ -23,7 +23,7 @@ Run:          {pipeline_logging_id}
 Window:       {window}
 Failed step:  {failed_step}
 Error:        {error}
-Rows loaded:  {rows_processed}
+Rows written: {rows_processed}
 Duration:     {duration}
 
 Steps:

@@ -23,7 +23,7 @@ from src.core.settings import Settings
 DEFAULT_TEXT = (
     "*{status}*: `{pipeline_id}` for `{org_slug}` ({window})\n"
     "Failed step: {failed_step} | Error: {error}\n"
-    "Rows loaded: {rows_processed} | Duration: {duration}\n"
+    "Rows written: {rows_processed} | Duration: {duration}\n"
     "Run: {run_url}"
 )
 _MENTION = re.compile(r"^(here|channel|everyone|[UW][A-Z0-9]{2,20}|S[A-Z0-9]{2,20})$")

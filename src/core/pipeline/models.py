@@ -35,8 +35,15 @@ class ParameterSpec(_Strict):
 
 
 class WindowSpec(_Strict):
-    """The run covers a window of UTC days: ``date``, or ``start_date`` + ``end_date`` (inclusive)."""
+    """The run covers a window of UTC days: ``date``, or ``start_date`` + ``end_date`` (inclusive).
 
+    ``unit: month``: a window of whole billing periods (calendar months, UTC): ``billing_period``
+    ("YYYY-MM"), or ``start_period`` + ``end_period``; ``date`` / ``start_date`` + ``end_date`` (what
+    schedules send) mean the months that contain them. The run's ``start_date``/``end_date`` are the
+    first and last day of those months; ``allow_future`` then concerns months (the current one is
+    never in the future)."""
+
+    unit: Literal["day", "month"] = "day"
     required: bool = True
     max_days: int | None = Field(None, ge=1, description="Defaults to the MAX_RUN_WINDOW_DAYS setting.")
     allow_future: bool = False

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from src.core.aws.client import AwsExport
 from src.core.engine.base import Warehouse
 from src.core.engine.repositories.orgs import OrgRepository
 from src.core.engine.sql import TableRef
@@ -57,3 +58,7 @@ class StepServices(Protocol):
 
     async def move_renamed_table(self, old: TableRef, new: TableRef, *, day_column: str | None) -> bool:
         """Move a table to its new name, keeping every row once; True if something was moved."""
+
+    async def aws_export_for(self, org_slug: str) -> AwsExport:
+        """The org's AWS Data Export and a bucket client with the org's own credentials (422 when
+        either is not configured; never the service's own AWS identity)."""

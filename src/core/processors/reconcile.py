@@ -39,8 +39,12 @@ class Reconcile(BaseModel):
     currency_column: str | None = None
     tolerance: float = Field(1e-6, ge=0, le=0.005)
 
-    def measure_sql(self, relation: str, window_column: str | None = None) -> str:
-        where = f"WHERE r.{quote_column(window_column)} BETWEEN @start_date AND @end_date" if window_column else ""
+    def measure_sql(
+        self, relation: str, window_column: str | None = None, low: str = "start_date", high: str = "end_date"
+    ) -> str:
+        """Per day (and currency) of ``relation``, only rows whose ``window_column`` lies between the
+        parameters ``low`` and ``high`` when it is given."""
+        where = f"WHERE r.{quote_column(window_column)} BETWEEN @{low} AND @{high}" if window_column else ""
         return measures_sql(
             relation,
             date_column=self.date_column,

@@ -21,7 +21,8 @@ from src.core.errors import ConfigError
 from src.core.pipeline.loader import PipelineStore, is_pipeline_file
 from src.core.pipeline.registry import ProcessorRegistry, UnknownProcessorError
 from src.core.plans import Plans
-from src.core.processors.gcp.bq_etl import schema_templates
+from src.core.processors.destination import load_templates
+from src.core.processors.focus.build import check_mapping
 from src.core.processors.setup.organizations.onboarding import OnboardingConfig
 
 
@@ -46,8 +47,8 @@ def _json_schema(path: Path, root: Path, registry: ProcessorRegistry) -> None:
 
 
 def _schema_templates(path: Path, root: Path, registry: ProcessorRegistry) -> None:
-    schema_templates.cache_clear()
-    schema_templates(root)
+    load_templates.cache_clear()
+    load_templates(root, path.relative_to(root))
 
 
 def _processor_config(path: Path, root: Path, registry: ProcessorRegistry) -> None:
@@ -61,13 +62,17 @@ def _processor_config(path: Path, root: Path, registry: ProcessorRegistry) -> No
             processor = registry.get(parsed.processor)
         except UnknownProcessorError as exc:
             raise ConfigError(rel, "processor", str(exc)) from None
-        if processor.config_model is not None:
+        if processor.check_defaults is not None:  # the processor checks its own defaults
+            processor.check_defaults(parsed.defaults, root, rel)
+        elif processor.config_model is not None:
             fields = processor.config_model.model_fields
             unknown = sorted(set(parsed.defaults) - set(fields))
             if unknown:
                 raise ConfigError(rel, f"defaults.{unknown[0]}", f"not a setting of {parsed.processor}")
-        if processor.check_defaults is not None:
-            processor.check_defaults(parsed.defaults, root, rel)
+
+
+def _focus_mapping(path: Path, root: Path, registry: ProcessorRegistry) -> None:
+    check_mapping(root, str(path.relative_to(root)))
 
 
 def _bootstrap(path: Path, root: Path, registry: ProcessorRegistry) -> None:
@@ -99,11 +104,14 @@ KINDS: list[tuple[str, Validator]] = [
     ("setup/organizations/onboarding/config.yml", _onboarding),
     ("setup/organizations/onboarding/schema.json", _json_schema),
     ("gcp/bq_etl/schema_template.json", _schema_templates),
+    ("aws/s3_data_loader/schema_template.json", _schema_templates),
     ("gcp/cost/billing_export_schema.json", _json_schema),
     ("system/subscription_plans.yml", _plans),
     ("system/dataset_types.yml", _dataset_types),
     ("*/*/config.yml", _processor_config),
     ("aws/cost/cur2_columns.json", _json_schema),
+    ("focus/focus_cost_schema.json", _json_schema),
+    ("focus/*_focus_mapping.sql", _focus_mapping),
 ]
 
 

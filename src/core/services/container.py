@@ -11,11 +11,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from src.core.aws.client import AwsClients, AwsExport
 from src.core.blocking import BlockingCalls
 from src.core.engine.base import RetryPolicy, Warehouse
 from src.core.engine.catalog import CentralCatalog
 from src.core.engine.factory import build_warehouse
 from src.core.engine.repositories.costs import CostRepository
+from src.core.engine.repositories.focus import FocusRepository
 from src.core.engine.repositories.keys import KeyRepository
 from src.core.engine.repositories.orgs import OrgRepository
 from src.core.engine.repositories.quotas import QuotaRepository
@@ -56,10 +58,12 @@ class Services:
     orgs: OrgRepository
     runs: RunRepository
     costs: CostRepository
+    focus: FocusRepository
     keys: KeyRepository
     quotas: QuotaRepository
     auth_failures: SlidingWindowLimiter
     admin_calls: SlidingWindowLimiter
+    aws: AwsClients  # per-org S3/STS clients (the org's own credentials)
     unknown_keys: UnknownKeys = field(default_factory=lambda: UnknownKeys(0, 0))  # negative cache (bounded)
     key_lookups: TokenBucket = field(default_factory=lambda: TokenBucket(0, 1))  # global budget of key lookups
     metrics: Metrics = field(default_factory=Metrics)
@@ -98,6 +102,11 @@ class Services:
 
         return await move_table(self.warehouse, old, new, day_column=day_column)
 
+    async def aws_export_for(self, org_slug: str) -> AwsExport:
+        from src.core.services.aws_source import aws_export_for
+
+        return await aws_export_for(self, org_slug)
+
 
 def build_services(settings: Settings, *, metrics: Metrics | None = None) -> Services:
     """Load and validate configs, and build the clients (nothing is connected yet)."""
@@ -129,12 +138,14 @@ def build_services(settings: Settings, *, metrics: Metrics | None = None) -> Ser
         orgs=OrgRepository(warehouse, catalog, retry=retry),
         runs=RunRepository(warehouse, catalog, retry=retry),
         costs=CostRepository(warehouse),
+        focus=FocusRepository(warehouse),
         keys=KeyRepository(warehouse, catalog),
         quotas=QuotaRepository(warehouse, catalog, retry=retry),
         auth_failures=SlidingWindowLimiter(settings.auth_failure_limit, settings.auth_failure_window_seconds),
         admin_calls=SlidingWindowLimiter(settings.admin_rate_limit, 60.0),
         unknown_keys=UnknownKeys(settings.unknown_key_cache_seconds, settings.unknown_key_cache_size),
         key_lookups=TokenBucket(settings.key_lookup_rate, settings.key_lookup_burst),
+        aws=AwsClients(settings),
         metrics=metrics,
     )
     services.executor = PipelineExecutor(registry=registry, services=services)

@@ -1,20 +1,19 @@
-"""Organization reads: profile with limits, and daily costs from the org's own table."""
+"""Organization reads: the profile with its limits, and where an org's cost tables are."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from src.core import pagination
-from src.core.engine.repositories.costs import GroupBy
 from src.core.engine.sql import TableRef
-from src.core.errors import NotFoundError, ValidationFailedError
+from src.core.errors import NotFoundError
 
 if TYPE_CHECKING:
     from src.core.services.container import Services
 
 COST_PIPELINE = "gcp/cost/cost_billing"
+COST_PIPELINES = {"gcp": COST_PIPELINE, "aws": "aws/cost/cost_billing"}
+Provider = Literal["gcp", "aws", "both"]
 
 
 async def get_org(services: Services, org_slug: str) -> dict[str, Any]:
@@ -46,60 +45,8 @@ async def org_profile_json(services: Services, org_slug: str, render: Callable[[
     return cached
 
 
-def cost_table(services: Services, org_slug: str) -> TableRef:
-    """The cost table ``gcp/cost/cost_billing`` writes (its ``destination_table`` variable)."""
-    table = str(services.store.get(COST_PIPELINE).spec.variables["destination_table"])
+def cost_table(services: Services, org_slug: str, provider: str = "gcp") -> TableRef:
+    """The cost table a provider's cost pipeline writes (its ``destination_table`` variable)."""
+    pipeline = COST_PIPELINES[provider]
+    table = str(services.store.get(pipeline).spec.variables["destination_table"])
     return TableRef(services.settings.gcp_project_id, services.settings.org_dataset(org_slug), table)
-
-
-async def daily_costs(
-    services: Services,
-    org_slug: str,
-    *,
-    start: date,
-    end: date,
-    group_by: GroupBy | None,
-    limit: int,
-    page_token: str | None = None,
-) -> dict[str, Any]:
-    """One page of cost rows (per day and currency, and group), and the window's totals per currency
-    (over the whole window, on every page; ``totals`` only when there is a single currency)."""
-    if end < start:
-        raise ValidationFailedError("end_date is before start_date", code="invalid_parameters")
-    if (end - start).days + 1 > 366:
-        raise ValidationFailedError("the window is longer than 366 days", code="invalid_parameters")
-    filters = {"org": org_slug, "start": start, "end": end, "group_by": group_by}
-    position = pagination.decode(page_token, "costs", filters, 1)
-    offset = pagination.offset(position[0]) if position else 0
-    await get_org(services, org_slug)
-    table = cost_table(services, org_slug)
-    days: list[dict[str, Any]] = []
-    sums: list[dict[str, Any]] = []
-    if await services.warehouse.table_exists(table):
-        days = await services.costs.daily(
-            table, org_slug=org_slug, start=start, end=end, group_by=group_by, limit=limit + 1, offset=offset
-        )
-        sums = await services.costs.totals(table, org_slug=org_slug, start=start, end=end)
-    shown, token = pagination.page(days, limit, "costs", filters, lambda _row: (offset + limit,))
-    by_currency = {
-        str(t["currency"]): {
-            "row_count": int(t["row_count"]),
-            **{m: round(float(t[m] or 0), 6) for m in ("gross_cost", "credits", "net_cost")},
-        }
-        for t in sums
-    }
-    empty = {"row_count": 0, "gross_cost": 0.0, "credits": 0.0, "net_cost": 0.0}
-    # Money in different currencies is never added up: ``totals`` only when there is one currency.
-    totals = next(iter(by_currency.values())) if len(by_currency) == 1 else (empty if not by_currency else None)
-    return {
-        "org_slug": org_slug,
-        "start_date": start,
-        "end_date": end,
-        "group_by": group_by,
-        "table": str(table),
-        "days": shown,
-        "count": len(shown),
-        "next_page_token": token,
-        "totals": totals,
-        "totals_by_currency": by_currency,
-    }

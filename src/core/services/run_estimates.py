@@ -1,7 +1,9 @@
 """Dry runs: ``"dry_run": true`` on the run route. What a run would read — per statement a dry-run
 job's bytes on BigQuery, the rows of the window on DuckDB — with nothing started, admitted or
 counted against a quota. Steps whose processor has no ``estimate`` read nothing worth estimating
-(notifications) or only what an earlier step produced (a snapshot of this run)."""
+(notifications) or only what an earlier step produced (a snapshot of this run). A FOCUS rebuild
+(``focus.build``) reads the org's cost table as it is now: for days the run loads again that is
+what it will read after the load; for new days (or a new org) it is less."""
 
 from __future__ import annotations
 

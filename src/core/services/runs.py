@@ -27,6 +27,7 @@ from src.core.pipeline.loader import LoadedPipeline
 from src.core.pipeline.variables import Window, build_variables, resolve_window
 from src.core.placeholders import placeholders
 from src.core.run_types import ACTIVE_RUN_STATES, RunInfo
+from src.core.services.aws_source import require_configured
 from src.core.services.billing_source import require_owned_source
 from src.core.services.notifications import RunNotifier
 from src.core.services.orgs import get_org
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from src.core.services.container import Services
 
 log = logging.getLogger(__name__)
+AWS_LOADER = "aws.s3_data_loader"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +84,7 @@ class RunService:
         org_slug = caller.org_slug
         run_id, trigger, window, pipeline_id, variables = await self.prepare(pipeline, caller, params, trigger_by)
         accepted = {k: variables[k] for k in (*pipeline.spec.parameters, "start_date", "end_date") if k in variables}
+        accepted.update({k: variables[k] for k in ("start_period", "end_period") if variables.get(k)})
         today = datetime.now(UTC).date()
         new_run = NewRun(
             pipeline_logging_id=run_id,
@@ -141,6 +144,8 @@ class RunService:
             "dataset_suffix": s.settings.dataset_suffix,
             "billing_export_table": await self._billing_table(pipeline, org_slug, profile),
         }
+        if any(step.ps_type == AWS_LOADER for step in pipeline.spec.steps):
+            await require_configured(s, org_slug)  # 422 before admission: an unconfigured source costs nothing
         pipeline_id, variables = build_variables(pipeline.spec, builtins=builtins, params=params, window=window)
         return run_id, trigger, window, pipeline_id, variables
 

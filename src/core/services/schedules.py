@@ -27,7 +27,7 @@ from src.core import pagination
 from src.core.errors import NotFoundError, ValidationFailedError
 from src.core.pipeline.loader import LoadedPipeline
 from src.core.pipeline.variables import Window, resolve_window, validate_parameters
-from src.core.placeholders import WINDOW_VARIABLES
+from src.core.placeholders import PERIOD_VARIABLES, WINDOW_VARIABLES
 from src.core.services.cron import check_cron, check_timezone, first_due_at_or_after
 from src.core.services.orgs import get_org
 
@@ -83,7 +83,7 @@ def run_parameters(
 def check_parameters(pipeline: LoadedPipeline, params: Mapping[str, Any], *, max_window_days: int) -> dict[str, Any]:
     """The schedule's parameters as they will be run, checked now with the run route's rules (422)."""
     spec = pipeline.spec
-    dates = sorted(WINDOW_VARIABLES & set(params))
+    dates = sorted((WINDOW_VARIABLES | PERIOD_VARIABLES) & set(params))
     if dates:
         raise _invalid(
             f'a schedule takes a relative window ({{"window": "yesterday"}} or "last_N_days"), not {dates[0]}',

@@ -53,21 +53,23 @@ class CredentialRepository:
         )
 
     async def revoke_older(
-        self, org_slug: str, provider: str, credential_type: str, *, keep_id: str, created_at: datetime
+        self, org_slug: str, provider: str, credential_type: str | None, *, keep_id: str, created_at: datetime
     ) -> int:
-        """Revoke the ACTIVE rows stored before ``keep_id`` (ties broken by id)."""
+        """Revoke the ACTIVE rows stored before ``keep_id`` (ties broken by id); of every type with
+        ``credential_type=None``."""
         return await self._wh.execute(
             f"""
             UPDATE {self._table}
             SET status = 'REVOKED', encrypted_credential = NULL, updated_at = CURRENT_TIMESTAMP()
-            WHERE org_slug = @org_slug AND provider = @provider AND credential_type = @credential_type
+            WHERE org_slug = @org_slug AND provider = @provider
+              AND (@credential_type IS NULL OR credential_type = @credential_type)
               AND status = 'ACTIVE' AND credential_id != @keep_id
               AND (created_at < @created_at OR (created_at = @created_at AND credential_id < @keep_id))
             """,
             {
                 "org_slug": org_slug,
                 "provider": provider,
-                "credential_type": credential_type,
+                "credential_type": TypedParam("STRING", credential_type),
                 "keep_id": keep_id,
                 "created_at": TypedParam("TIMESTAMP", created_at),
             },
@@ -96,19 +98,31 @@ class CredentialRepository:
         )
 
     async def latest(
-        self, org_slug: str, provider: str, credential_type: str, *, active_only: bool, with_secret: bool = False
+        self,
+        org_slug: str,
+        provider: str,
+        credential_type: str | None,
+        *,
+        active_only: bool,
+        with_secret: bool = False,
     ) -> dict[str, Any] | None:
-        """The newest row of the org (optionally only an ACTIVE one, optionally with its ciphertext)."""
+        """The newest row of the org (of any type with ``credential_type=None``; optionally only an
+        ACTIVE one, optionally with its ciphertext)."""
         columns = _METADATA + (", encrypted_credential" if with_secret else "")
         active = "AND status = 'ACTIVE'" if active_only else ""
         rows = await self._wh.query(
             f"""
             SELECT {columns}
             FROM {self._table}
-            WHERE org_slug = @org_slug AND provider = @provider AND credential_type = @credential_type {active}
+            WHERE org_slug = @org_slug AND provider = @provider
+              AND (@credential_type IS NULL OR credential_type = @credential_type) {active}
             ORDER BY created_at DESC, credential_id DESC
             LIMIT 1
             """,
-            {"org_slug": org_slug, "provider": provider, "credential_type": credential_type},
+            {
+                "org_slug": org_slug,
+                "provider": provider,
+                "credential_type": TypedParam("STRING", credential_type),
+            },
         )
         return rows[0] if rows else None

@@ -17,23 +17,28 @@ atomic write. Check results go to ``org_meta_dq_results`` either way.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from src.core.engine.base import Row, Warehouse
 from src.core.engine.loads import append_sql, merge_sql, window_condition
-from src.core.engine.schema import Schema, TableOptions, parse_schema, validate_options
+from src.core.engine.schema import Schema
 from src.core.engine.sql import TableRef
-from src.core.errors import ConfigError, WarehouseError
+from src.core.errors import WarehouseError
 from src.core.pipeline.context import StepContext
 from src.core.processors import reconcile as rec
+from src.core.processors.destination import (
+    Destination,
+    check_destination,
+    destination_ref,
+    ensure_table,
+    load_templates,
+)
 from src.core.processors.reconcile import Reconcile
 
 TEMPLATES_FILE = Path("gcp/bq_etl/schema_template.json")
@@ -58,25 +63,6 @@ class Snapshot(_Strict):
     expiration_hours: float = Field(24, gt=0, le=168, description="Lifetime of a staging copy (BigQuery).")
 
 
-class Destination(_Strict):
-    dataset: str
-    table: str
-    schema_template: str
-    write_mode: Literal["append", "overwrite", "overwrite_partition", "merge"]
-    partition_column: str | None = None
-    merge_keys: tuple[str, ...] = ()
-    table_config: TableOptions = TableOptions()
-    renamed_from: tuple[str, ...] = Field((), description="Earlier names of the table: moved to this one.")
-
-    @model_validator(mode="after")
-    def _mode_needs(self) -> Destination:
-        if self.write_mode == "overwrite_partition" and not self.partition_column:
-            raise ValueError("write_mode overwrite_partition needs partition_column")
-        if self.write_mode == "merge" and not self.merge_keys:
-            raise ValueError("write_mode merge needs merge_keys")
-        return self
-
-
 class Config(_Strict):
     snapshot: Snapshot | None = None
     source: Source
@@ -96,29 +82,13 @@ class Config(_Strict):
         return self
 
 
-@lru_cache(maxsize=4)
 def schema_templates(configs_dir: Path) -> dict[str, Schema]:
-    path = configs_dir / TEMPLATES_FILE
-    raw = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(raw, dict):
-        raise ConfigError(str(TEMPLATES_FILE), "", "expected an object of template name -> schema")
-    return {name: parse_schema(fields, source=f"{TEMPLATES_FILE}: {name}") for name, fields in raw.items()}
+    return load_templates(configs_dir, TEMPLATES_FILE)
 
 
 def check_config(config: Config, configs_dir: Path, file: str, where: str) -> None:
     """Load-time checks that need ``configs/`` (called by the pipeline loader)."""
-    templates = schema_templates(configs_dir)
-    dest = config.destination
-    schema = templates.get(dest.schema_template)
-    if schema is None:
-        raise ConfigError(file, f"{where}.destination.schema_template", f"no template {dest.schema_template!r}")
-    validate_options(dest.table_config, schema, source=f"{file}: {where}.destination.table_config")
-    names = {f.name for f in schema}
-    for column in (dest.partition_column, *dest.merge_keys):
-        if column and column not in names:
-            raise ConfigError(
-                file, f"{where}.destination", f"column {column!r} is not in template {dest.schema_template!r}"
-            )
+    check_destination(config.destination, TEMPLATES_FILE, configs_dir, file, where)
 
 
 class BqEtlProcessor:
@@ -127,11 +97,8 @@ class BqEtlProcessor:
         wh = await s.warehouse_for(context.run.org_slug)  # the org's own account, if it stored one
         dest_cfg = step_config.destination
         schema = schema_templates(s.settings.configs_dir)[dest_cfg.schema_template]
-        destination = TableRef(wh.project, context.render_sql(dest_cfg.dataset), context.render_sql(dest_cfg.table))
-        options = dest_cfg.table_config.model_copy(
-            update={"labels": {k: context.render(v) for k, v in dest_cfg.table_config.labels.items()}}
-        )
-        await _ensure_table(context, destination, schema, options, dest_cfg)
+        destination = destination_ref(context, wh, dest_cfg)
+        await ensure_table(context, destination, schema, dest_cfg)
         staging: TableRef | None = None
         relation = ""
         if step_config.snapshot is not None:
@@ -255,22 +222,6 @@ async def _drop_staging(wh: Warehouse, staging: TableRef) -> None:
         await wh.drop_table(staging)
     except WarehouseError as exc:  # it expires by itself
         log.warning("could not drop a staging table", extra={"table": str(staging), "error": exc.message})
-
-
-async def _ensure_table(
-    context: StepContext, ref: TableRef, schema: Schema, options: TableOptions, dest_cfg: Destination
-) -> None:
-    wh = context.services.warehouse
-    await wh.create_dataset(ref.dataset, labels={"org": context.run.org_slug or "", "managed-by": "convergence"})
-    for old_name in dest_cfg.renamed_from:
-        old = TableRef(ref.project, ref.dataset, old_name)
-        await context.services.move_renamed_table(old, ref, day_column=dest_cfg.partition_column)
-    if await wh.create_table(ref, schema, options):
-        return
-    present = {c.lower() for c in await wh.table_columns(ref)}
-    missing = [f for f in schema if f.name.lower() not in present and f.mode != "REQUIRED"]
-    if missing:
-        await wh.add_columns(ref, missing)
 
 
 def get_engine() -> BqEtlProcessor:
