@@ -34,9 +34,9 @@ local_tests() {
     echo "== pytest (two shards in parallel: BigQuery backend | DuckDB backend and backend-independent)"
     local logs rc_bq=0 rc_rest=0
     logs=$(mktemp -d)
-    TEST_SHARD=bigquery "$venv/bin/python" -m pytest -q >"$logs/bigquery.log" 2>&1 &
+    TEST_SHARD=bigquery "$venv/bin/python" -m pytest -q --durations=15 >"$logs/bigquery.log" 2>&1 &
     local pid_bq=$!
-    TEST_SHARD=rest "$venv/bin/python" -m pytest -q >"$logs/rest.log" 2>&1 || rc_rest=$?
+    TEST_SHARD=rest "$venv/bin/python" -m pytest -q --durations=15 >"$logs/rest.log" 2>&1 || rc_rest=$?
     wait "$pid_bq" || rc_bq=$?
     echo "-- shard: DuckDB backend and backend-independent (exit $rc_rest)"
     cat "$logs/rest.log"

@@ -1,4 +1,4 @@
-"""Benchmark C: the AWS ``cost_billing`` pipeline against the same load written by hand (DuckDB).
+"""Benchmark E: the AWS ``cost_billing`` pipeline against the same load written by hand (DuckDB).
 
 ``cd /work/main && .venv/bin/python -m benchmarks.aws_cur_load`` (1M CUR 2.0 rows, a few minutes).
 
@@ -229,7 +229,7 @@ def main() -> None:
     if args.worker == "raw":
         print(json.dumps(_raw(args.db, args.files, args.expect)))
         return
-    print_header("Benchmark C: AWS cost_billing (CUR 2.0) pipeline vs a hand-written INSERT ... SELECT, DuckDB")
+    print_header("Benchmark E: AWS cost_billing (CUR 2.0) pipeline vs a hand-written INSERT ... SELECT, DuckDB")
     work = Path(tempfile.mkdtemp(prefix="bench-aws-"))
     moto, endpoint = _moto(work)
     try:

@@ -145,6 +145,9 @@ class Api:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             response = self.http.get(f"/api/v1/pipelines/runs/{run_id}", headers={"X-API-Key": key})
+            if response.status_code == 503 and "Retry-After" in response.headers:
+                time.sleep(0.5)  # the warehouse was briefly unavailable: a client polls again, as told
+                continue
             assert response.status_code == 200, response.text
             run: dict[str, Any] = response.json()
             if run["status"] in {"COMPLETED", "FAILED", "CANCELLED"}:

@@ -51,8 +51,10 @@ def test_every_route_declares_its_answers_and_lists_are_paged(api: Api) -> None:
                 assert "page_token" in names, where
                 limit = next(p for p in operation["parameters"] if p["name"] == "limit")["schema"]
                 assert limit["minimum"] >= 1 and limit["maximum"] <= 5000, where
-                body = schema["components"]["schemas"][content["application/json"]["schema"]["$ref"].split("/")[-1]]
-                assert "next_page_token" in body["properties"], where
+                answer_schema = content["application/json"]["schema"]  # one model, or anyOf (costs/daily's views)
+                for alternative in answer_schema.get("anyOf", [answer_schema]):
+                    body = schema["components"]["schemas"][alternative["$ref"].split("/")[-1]]
+                    assert "next_page_token" in body["properties"], where
     listed = {
         p
         for p, ops in schema["paths"].items()

@@ -77,14 +77,17 @@ def test_rows_appended_after_the_snapshot_neither_fail_nor_enter_the_run(backend
         run = api.wait(run_id, key)
     finally:
         backend.proxy.configure(latency=0.0)
-    assert run["status"] == "COMPLETED", run["error_message"]
-    assert appended_at < max(s["finished_at"] for s in backend.proxy.stats(run_id=run_id)["statements"])
-    assert all(c["passed"] for c in run["dq_results"])
-    expected = _rows_of_day(DAY)
-    assert api.costs(slug, key, DAY, DAY)["totals"]["row_count"] == expected  # not the late row
-    again = api.run_and_wait(slug, key, {"date": DAY})
-    assert again["status"] == "COMPLETED"
-    assert api.costs(slug, key, DAY, DAY)["totals"]["row_count"] == expected + 1  # the next run has it
+    try:
+        assert run["status"] == "COMPLETED", run["error_message"]
+        assert appended_at < max(s["finished_at"] for s in backend.proxy.stats(run_id=run_id)["statements"])
+        assert all(c["passed"] for c in run["dq_results"])
+        expected = _rows_of_day(DAY)
+        assert api.costs(slug, key, DAY, DAY)["totals"]["row_count"] == expected  # not the late row
+        again = api.run_and_wait(slug, key, {"date": DAY})
+        assert again["status"] == "COMPLETED"
+        assert api.costs(slug, key, DAY, DAY)["totals"]["row_count"] == expected + 1  # the next run has it
+    finally:  # the demo export is the session server's, shared with later tests: take the row out again
+        client.query(f"DELETE FROM `{export}` WHERE billing_account_id = 'late'").result()
 
 
 def test_a_failed_run_leaves_no_staging_table(backend: Backend, tmp_path: Path) -> None:

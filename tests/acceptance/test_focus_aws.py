@@ -91,6 +91,24 @@ def test_each_provider_rebuilds_its_own_focus_rows(api: Api, moto: MotoServer, t
     assert gcp_days == {d: (e["rows"], money(e["cost"])) for d, e in GCP_EXPECTED.items()}
     providers = view(api, org, group_by="provider")
     assert {(d["group_id"], d["group_name"]) for d in providers["days"]} == {("aws", "AWS"), ("gcp", "Google Cloud")}
+    # Both views page through both providers' rows: small pages make up the one-page answer, in
+    # its order, and every page carries the totals of the whole window.
+    for params in ({"view": "focus"}, {"view": "provider"}, {"view": "provider", "group_by": "service"}):
+        whole = view(api, org, **params)
+        assert whole["next_page_token"] is None and len(whole["days"]) > 7, whole
+        if params["view"] == "provider":
+            assert {d["provider"] for d in whole["days"]} == {"aws", "gcp"}
+        paged: list[dict[str, Any]] = []
+        token: str | None = None
+        while True:
+            page = view(api, org, **params, limit="7", **({"page_token": token} if token else {}))
+            assert (page["totals"], page["totals_by_currency"]) == (whole["totals"], whole["totals_by_currency"])
+            assert page["count"] == len(page["days"]) <= 7
+            paged += page["days"]
+            token = page["next_page_token"]
+            if token is None:
+                break
+        assert paged == whole["days"], params
 
     # A newer delivery of the period replaces the AWS rows of the whole period, and only them.
     newer = deliver(moto, org, tmp_path, through_day=9)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import requests
 import sqlglot
 from google.api_core import exceptions as gexc
 
@@ -65,6 +66,9 @@ def test_missing_parameters_are_refused_before_sending() -> None:
         (gexc.NotFound("Not found: Table p:d.t"), WarehouseNotFoundError),
         (gexc.BadRequest("Syntax error: Unexpected identifier"), TerminalWarehouseError),
         (TimeoutError("job did not finish"), TransientWarehouseError),
+        (gexc.RetryError("Timeout of 5.0s exceeded", cause=None), TransientWarehouseError),
+        (requests.exceptions.ConnectionError("connection refused"), TransientWarehouseError),
+        (requests.exceptions.ReadTimeout("read timed out"), TransientWarehouseError),
     ],
 )
 def test_google_errors_become_transient_or_terminal(exc: Exception, expected: type) -> None:

@@ -12,6 +12,7 @@ import re
 from decimal import Decimal
 from typing import Any
 
+import requests
 from google.api_core import exceptions as gexc
 from google.cloud import bigquery
 
@@ -59,6 +60,10 @@ def translate_error(exc: Exception) -> WarehouseError:
         return TerminalWarehouseError(message)
     if isinstance(exc, TimeoutError):
         return TransientWarehouseError(f"query timed out: {message}")
+    if isinstance(exc, gexc.RetryError):  # the client's own retries of a call ran out of time
+        return TransientWarehouseError(f"BigQuery did not answer in time: {message}")
+    if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
+        return TransientWarehouseError(f"BigQuery could not be reached: {type(exc).__name__}")
     return TerminalWarehouseError(f"{type(exc).__name__}: {message}")
 
 
