@@ -110,14 +110,26 @@ def _on_bigquery(item: pytest.Item) -> bool:
     return item.get_closest_marker("bigquery") is not None
 
 
+# BigQuery cases that start service processes on emulator projects of their own and mostly wait on
+# the limits proxy's latency: the rest shard runs them, on an emulator of its own, so that the two
+# shards take about as long.
+OWN_EMULATOR_FILES = frozenset(
+    {"test_scale_out.py", "test_no_process_locks.py", "test_run_control.py", "test_dml_budget.py"}
+)
+
+
+def _shard(item: pytest.Item) -> str:
+    return "bigquery" if _on_bigquery(item) and item.path.name not in OWN_EMULATOR_FILES else "rest"
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """TEST_SHARD=bigquery keeps the cases that need the BigQuery emulator, TEST_SHARD=rest the
-    others: simple_test.sh runs the two shards side by side."""
+    """TEST_SHARD=bigquery keeps most cases that need the BigQuery emulator, TEST_SHARD=rest the
+    others (``OWN_EMULATOR_FILES`` included): simple_test.sh runs the two shards side by side."""
     shard = os.environ.get("TEST_SHARD")
     if shard not in {"bigquery", "rest"}:
         return
-    keep = [item for item in items if _on_bigquery(item) == (shard == "bigquery")]
-    dropped = [item for item in items if _on_bigquery(item) != (shard == "bigquery")]
+    keep = [item for item in items if _shard(item) == shard]
+    dropped = [item for item in items if _shard(item) != shard]
     if dropped:
         config.hook.pytest_deselected(items=dropped)
     items[:] = keep
