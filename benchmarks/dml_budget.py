@@ -101,6 +101,9 @@ def main() -> None:
             "HEARTBEAT_SECONDS": "1",
             "RUN_LEASE_SECONDS": "10",
             "SCHEDULER_WORKERS": "4",
+            # Production's default (the test harness writes a key's last use at once, 0 s): one UPDATE
+            # per instance per 5 minutes for all the keys it saw.
+            "KEY_TOUCH_INTERVAL_SECONDS": "300",
         }
         server = ServerProcess(tmp / "srv", env, repo=args.repo)
         (tmp / "srv").mkdir()
