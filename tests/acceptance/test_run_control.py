@@ -28,6 +28,8 @@ from tests.backends import Backend, BigQueryBackend
 from tests.conftest import DEMO, DEMO_END, unique_slug
 from tests.server import Api, ServerProcess
 
+SLOW_STATEMENT_S = 8.0  # the slow org's statements, held this long by the BigQuery-limits proxy
+
 
 @pytest.fixture(scope="module")
 def gate() -> Iterator[Gate]:
@@ -111,7 +113,7 @@ def test_a_cancelled_run_cancels_its_bigquery_job_before_it_reads_cancelled(
         key = api.onboard(slug)
         proxy.configure(org_latency={slug: 3.0})  # the run's own statements take 3 s each
         run_id = api.run(slug, key, {"date": DEMO_END.isoformat()}).json()["pipeline_logging_id"]
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 90
         while not [r for r in proxy.stats(run_id=run_id)["statements"] if r["state"] == "running"]:
             assert time.monotonic() < deadline, "the run's first job never started"
             time.sleep(0.05)
@@ -162,14 +164,14 @@ def test_twelve_slow_jobs_leave_heartbeats_on_time_and_gets_at_their_usual_laten
             return times
 
         usual = statistics.median(timed_gets(5))
-        proxy.configure(org_latency={slow: 5.0})
+        proxy.configure(org_latency={slow: SLOW_STATEMENT_S})
         runs = []
         for i in range(12):  # twelve days: twelve runs, none overlapping another
             day = (DEMO_END - timedelta(days=i)).isoformat()
             response = api.run(slow, slow_key, {"date": day})
             assert response.status_code == 202, response.text
             runs.append(response.json()["pipeline_logging_id"])
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 90
         while len({r["run_id"] for r in proxy.stats(org=slow)["statements"] if r["state"] == "running"}) < 12:
             assert time.monotonic() < deadline, "the twelve jobs never ran at once"
             time.sleep(0.1)
@@ -187,8 +189,14 @@ def test_twelve_slow_jobs_leave_heartbeats_on_time_and_gets_at_their_usual_laten
         for run_id in runs:
             assert cancel(api, run_id, {"X-API-Key": slow_key}).status_code in (202, 409)
         assert statistics.median(during) <= 2 * usual + 0.25, (usual, during)
-        assert len(beats) >= 3, beats  # on time: one a second through the window
-        assert max(b - a for a, b in zip(beats, beats[1:], strict=False)) <= 2.5, beats
+        # On time: one a second through the window. A beat that had to wait for a thread behind
+        # the slow jobs would come at least SLOW_STATEMENT_S late; a busy machine (the emulator
+        # shares two cores with the other shard) may stretch one beat's own round trip to ~2 s
+        # (beats keep a fixed rate, so that round trip is not added to the interval).
+        gaps = [b - a for a, b in zip(beats, beats[1:], strict=False)]
+        assert len(beats) >= 3, beats
+        assert statistics.median(gaps) <= 1.5, beats
+        assert max(gaps) < SLOW_STATEMENT_S / 2, beats
     finally:
         proxy.configure(org_latency={})
         srv.stop()

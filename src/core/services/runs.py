@@ -306,12 +306,19 @@ class RunService:
 
     async def _heartbeat_loop(self) -> None:
         """Every ``HEARTBEAT_SECONDS``: ``beat``. Every half lease (jittered, so instances spread
-        out): ``recover_orphans`` — two reads, and writes only for what they find."""
+        out): ``recover_orphans`` — two reads, and writes only for what they find.
+
+        Beats keep a fixed rate: the time a beat takes (a slow warehouse) is not added to the
+        interval, and a beat that overran its interval is followed at once, not a full interval later.
+        """
         s = self._s
-        sweep_every = max(s.settings.run_lease_seconds / 2, s.settings.heartbeat_seconds)
+        interval = s.settings.heartbeat_seconds
+        sweep_every = max(s.settings.run_lease_seconds / 2, interval)
         next_sweep = time.monotonic() + random.uniform(0.5, 1.0) * sweep_every
+        next_beat = time.monotonic() + interval
         while True:
-            await asyncio.sleep(s.settings.heartbeat_seconds)
+            await asyncio.sleep(max(0.0, next_beat - time.monotonic()))
+            next_beat = max(next_beat + interval, time.monotonic())
             try:
                 await self.beat()
                 if time.monotonic() >= next_sweep:
@@ -327,8 +334,11 @@ class RunService:
         progress = {run_id: r.progress() for run_id, r in list(self._recorders.items()) if run_id in self._tasks}
         if not progress:
             return
-        await s.runs.heartbeat(s.settings.instance_id, progress)
-        for run_id in await s.runs.cancel_requested(s.settings.instance_id, list(progress)):
+        _, cancelled = await asyncio.gather(  # independent: the write and the read go out together
+            s.runs.heartbeat(s.settings.instance_id, progress),
+            s.runs.cancel_requested(s.settings.instance_id, list(progress)),
+        )
+        for run_id in cancelled:
             task = self._tasks.get(run_id)
             if task is not None:
                 log.info("cancelling a run on request", extra={"pipeline_logging_id": run_id})
