@@ -13,8 +13,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +158,45 @@ def proc_cpu_seconds(pid: int) -> float:
 
 def mib(kib: int) -> str:
     return f"{kib / 1024:.0f} MiB"
+
+
+class RssSampler:
+    """Samples a process's ``VmRSS`` every ``interval`` seconds in a thread of this process (reading
+    ``/proc`` costs the sampled process nothing), so a run's peak can be split by step: ``VmHWM``
+    only says how high the whole run went."""
+
+    def __init__(self, pid: int, interval: float = 0.02) -> None:
+        self.pid, self.interval = pid, interval
+        self.samples: list[tuple[float, int]] = []  # (epoch seconds, KiB)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.samples.append((time.time(), proc_status_kib(self.pid, "VmRSS")))
+            except (OSError, KeyError):
+                return
+
+    def peak_kib(self, start: datetime | str | None, end: datetime | str | None) -> int | None:
+        """The highest sample between two instants (a step's ``started_at`` / ``completed_at``)."""
+        if start is None or end is None:
+            return None
+        t0, t1 = (datetime.fromisoformat(t).timestamp() if isinstance(t, str) else t.timestamp() for t in (start, end))
+        inside = [kib for t, kib in self.samples if t0 <= t <= t1]
+        return max(inside) if inside else None
+
+    def peaks_by_step(self, steps: Sequence[Mapping[str, Any]]) -> dict[str, int | None]:
+        """Each step of a run's step log -> the peak RSS sampled while it ran (KiB)."""
+        return {str(s["step_id"]): self.peak_kib(s.get("started_at"), s.get("completed_at")) for s in steps}
 
 
 class Server:

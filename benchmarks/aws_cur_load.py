@@ -13,7 +13,8 @@
    done (seen in the service's log). Timed from the POST to completion; ``download`` is the step's
    own measure of reading the manifest and downloading the files it lists from the S3 server, and
    ``load`` = the step's ``duration_ms`` minus that. Peak RSS is the service's ``VmHWM`` before the
-   run (after bootstrap, onboarding and the two checks) and after it;
+   run (after bootstrap, onboarding and the two checks) and after it, and its ``VmRSS`` sampled
+   every 20 ms during the run, split by step with the step log's times;
 3. **raw**: a fresh process per attempt opens an empty DuckDB file exactly as the backend does
    (in-memory database + ATTACH under the project id, same memory_limit/threads, UTC), creates the
    destination table from ``configs/aws/s3_data_loader/schema_template.json`` and times one
@@ -48,6 +49,7 @@ import httpx
 
 from benchmarks._common import (
     REPO,
+    RssSampler,
     Server,
     bootstrap,
     free_port,
@@ -186,13 +188,13 @@ def _pipeline(data_dir: Path, endpoint: str, rows: int) -> dict[str, Any]:
                     raise RuntimeError(f"{path}: {response.status_code} {response.text}")
             hwm_before = proc_status_kib(server.pid, "VmHWM")
             cpu0, started = proc_cpu_seconds(server.pid), time.perf_counter()
-            response = http.post(
-                f"/api/v1/pipelines/run/{ORG}/aws/cost/cost_billing", headers=headers, json={"billing_period": BP}
-            )
-            if response.status_code != 202:
-                raise RuntimeError(f"run: {response.status_code} {response.text}")
-            run_id = response.json()["pipeline_logging_id"]
-            seconds, _ = _wait_for_run(server, http, run_id, headers, started)
+            with RssSampler(server.pid) as rss:
+                path, body = f"/api/v1/pipelines/run/{ORG}/aws/cost/cost_billing", {"billing_period": BP}
+                response = http.post(path, headers=headers, json=body)
+                if response.status_code != 202:
+                    raise RuntimeError(f"run: {response.status_code} {response.text}")
+                run_id = response.json()["pipeline_logging_id"]
+                seconds, _ = _wait_for_run(server, http, run_id, headers, started)
             cpu = proc_cpu_seconds(server.pid) - cpu0
             run = http.get(f"/api/v1/pipelines/runs/{run_id}", headers=headers).json()
             hwm_after = proc_status_kib(server.pid, "VmHWM")
@@ -212,6 +214,7 @@ def _pipeline(data_dir: Path, endpoint: str, rows: int) -> dict[str, Any]:
         "cpu_seconds": cpu,
         "hwm_before_kib": hwm_before,
         "hwm_kib": hwm_after,
+        "step_peak_kib": rss.peaks_by_step(run["steps"]),
         "dq_passed": all(d["passed"] for d in run["dq_results"]),
     }
 
@@ -272,6 +275,14 @@ def main() -> None:
         [[f"{stats.rows:,}", mib(max(x["hwm_before_kib"] for x in pipelines)), mib(p_peak),
           mib(max(x["hwm_before_kib"] for x in raws)), mib(r_peak), "MET" if p_peak <= r_peak else "MISSED"]],
     )  # fmt: skip
+    steps = list(dict.fromkeys(k for x in pipelines for k in x["step_peak_kib"]))
+    step_peaks = [max((x["step_peak_kib"].get(k) or 0) for x in pipelines) for k in steps]
+    print("Peak RSS by step: the service's VmRSS sampled every 20 ms while each step ran (max over attempts;")
+    print("'-': the step did not run).")
+    print_table(
+        ["rows", *steps, "raw peak"],
+        [[f"{stats.rows:,}", *(f"{mib(k)} ({k / r_peak:.2f}x raw)" if k else "-" for k in step_peaks), mib(r_peak)]],
+    )
     print(f"reconciliation passed in every pipeline run: {all(x['dq_passed'] for x in pipelines)}")
     print("raw JSON:", json.dumps({"pipeline": pipelines, "raw": raws}))
     print_footer()

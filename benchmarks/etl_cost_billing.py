@@ -14,7 +14,8 @@ emulator, 10k and 50k rows). For each size N:
    of ``gcp/cost/cost_billing`` for that day and wait until it is done. Timed from the POST to
    completion (seen in the service's log, see ``_wait_for_run``); the step's ``duration_ms`` from
    the run's step log and CPU-seconds are shown too (service; + emulator on BigQuery). Peak RSS is
-   the service's ``VmHWM`` before the run (after bootstrap + onboarding) and after it;
+   the service's ``VmHWM`` before the run (after bootstrap + onboarding) and after it, and its
+   ``VmRSS`` sampled every 20 ms during the run, split by step with the step log's times;
 3. **raw**: a fresh process per attempt sends the hand-written ``INSERT … SELECT`` of the same
    columns into an empty table with the destination's schema (``configs/gcp/bq_etl/
    schema_template.json: billing_cost``) and times that statement alone. DuckDB: the file copy
@@ -57,6 +58,7 @@ from typing import Any
 
 from benchmarks._common import (
     REPO,
+    RssSampler,
     Server,
     bootstrap,
     mib,
@@ -448,13 +450,13 @@ def _pipeline(
             cpu0, emu_cpu0 = proc_cpu_seconds(server.pid), emulator_cpu()
             wall_started = datetime.now(UTC)
             started = time.perf_counter()
-            response = http.post(
-                f"/api/v1/pipelines/run/{ORG}/gcp/cost/cost_billing", headers=headers, json={"date": day.isoformat()}
-            )
-            if response.status_code != 202:
-                raise RuntimeError(f"run: {response.status_code} {response.text}")
-            run_id = response.json()["pipeline_logging_id"]
-            seconds, polls = _wait_for_run(server, http, run_id, headers, started)
+            with RssSampler(server.pid) as rss:
+                path, body = f"/api/v1/pipelines/run/{ORG}/gcp/cost/cost_billing", {"date": day.isoformat()}
+                response = http.post(path, headers=headers, json=body)
+                if response.status_code != 202:
+                    raise RuntimeError(f"run: {response.status_code} {response.text}")
+                run_id = response.json()["pipeline_logging_id"]
+                seconds, polls = _wait_for_run(server, http, run_id, headers, started)
             wall_done = datetime.now(UTC)
             cpu, emu_cpu = proc_cpu_seconds(server.pid) - cpu0, emulator_cpu() - emu_cpu0
             run = http.get(f"/api/v1/pipelines/runs/{run_id}", headers=headers).json()
@@ -479,6 +481,7 @@ def _pipeline(
         "hwm_before_kib": hwm_before,
         "hwm_kib": hwm_after,
         "rss_after_kib": rss_after,
+        "step_peak_kib": rss.peaks_by_step(run["steps"]),
         "dq_passed": all(d["passed"] for d in run.get("dq_results", [])),
         "window": [wall_started.isoformat(), wall_done.isoformat()],
     }
@@ -642,6 +645,7 @@ def _report(results: list[dict[str, Any]], backend: str) -> None:
         print("Peak RSS (VmHWM, max over attempts). Service: after bootstrap + onboarding (before the run) and")
         print("after the run. Raw: the fresh process before its INSERT (imports + ATTACH) and after it.")
     print_table(headers, memory)
+    _report_step_peaks(results)
     if bq:
         _report_jobs(results)
     print("All attempts")
@@ -684,6 +688,23 @@ def _report(results: list[dict[str, Any]], backend: str) -> None:
             f"Peak RSS from {first['rows']:,} to {last['rows']:,} rows: "
             f"service {grow_p:+.0f} MiB, raw {grow_r:+.0f} MiB ({setting})."
         )
+
+
+def _report_step_peaks(results: list[dict[str, Any]]) -> None:
+    """The service's peak RSS while each step ran (sampled every 20 ms; max over attempts), against
+    the raw load's peak: the load step is what the hand-written load does."""
+    steps = list(dict.fromkeys(k for r in results for x in r["pipeline"] for k in x["step_peak_kib"]))
+    rows: list[list[Any]] = []
+    for r in results:
+        raw_peak = max(x["hwm_kib"] for x in r["raw"])
+        line: list[Any] = [f"{r['rows']:,}"]
+        for step in steps:
+            peaks = [x["step_peak_kib"].get(step) for x in r["pipeline"]]
+            known = [p for p in peaks if p is not None]
+            line.append(f"{mib(max(known))} ({max(known) / raw_peak:.2f}x raw)" if known else "-")
+        rows.append([*line, mib(raw_peak)])
+    print("Peak RSS by step (the service's VmRSS sampled every 20 ms while the step ran; max over attempts):")
+    print_table(["rows", *steps, "raw peak"], rows)
 
 
 def _report_jobs(results: list[dict[str, Any]]) -> None:
