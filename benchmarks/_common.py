@@ -186,17 +186,33 @@ class RssSampler:
             except (OSError, KeyError):
                 return
 
-    def peak_kib(self, start: datetime | str | None, end: datetime | str | None) -> int | None:
-        """The highest sample between two instants (a step's ``started_at`` / ``completed_at``)."""
+    def peak_kib(self, start: str | None, end: str | None) -> int | None:
+        """The highest sample between two ISO instants (a step's ``started_at`` / ``completed_at``)."""
         if start is None or end is None:
             return None
-        t0, t1 = (datetime.fromisoformat(t).timestamp() if isinstance(t, str) else t.timestamp() for t in (start, end))
+        t0, t1 = datetime.fromisoformat(start).timestamp(), datetime.fromisoformat(end).timestamp()
         inside = [kib for t, kib in self.samples if t0 <= t <= t1]
         return max(inside) if inside else None
 
     def peaks_by_step(self, steps: Sequence[Mapping[str, Any]]) -> dict[str, int | None]:
         """Each step of a run's step log -> the peak RSS sampled while it ran (KiB)."""
         return {str(s["step_id"]): self.peak_kib(s.get("started_at"), s.get("completed_at")) for s in steps}
+
+
+def step_peak_table(rows: Sequence[tuple[str, Sequence[Mapping[str, Any]], int]]) -> None:
+    """Print the service's peak RSS by step (``step_peak_kib`` of each pipeline attempt, max over
+    attempts) against the raw load's peak; one line per ``(label, attempts, raw peak KiB)``."""
+    steps = list(dict.fromkeys(k for _, attempts, _ in rows for x in attempts for k in x["step_peak_kib"]))
+    lines: list[list[str]] = []
+    for label, attempts, raw_peak in rows:
+        line = [label]
+        for step in steps:
+            known = [p for x in attempts if (p := x["step_peak_kib"].get(step)) is not None]
+            line.append(f"{mib(max(known))} ({max(known) / raw_peak:.2f}x raw)" if known else "-")
+        lines.append([*line, mib(raw_peak)])
+    print("Peak RSS by step: the service's VmRSS sampled every 20 ms while each step ran (max over attempts;")
+    print("'-': the step did not run).")
+    print_table(["rows", *steps, "raw peak"], lines)
 
 
 class Server:

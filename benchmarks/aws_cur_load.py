@@ -61,6 +61,7 @@ from benchmarks._common import (
     proc_cpu_seconds,
     proc_status_kib,
     run_json,
+    step_peak_table,
 )
 from benchmarks.etl_cost_billing import _duckdb_defaults, _project, _self_kib, _wait_for_run
 
@@ -275,14 +276,7 @@ def main() -> None:
         [[f"{stats.rows:,}", mib(max(x["hwm_before_kib"] for x in pipelines)), mib(p_peak),
           mib(max(x["hwm_before_kib"] for x in raws)), mib(r_peak), "MET" if p_peak <= r_peak else "MISSED"]],
     )  # fmt: skip
-    steps = list(dict.fromkeys(k for x in pipelines for k in x["step_peak_kib"]))
-    step_peaks = [max((x["step_peak_kib"].get(k) or 0) for x in pipelines) for k in steps]
-    print("Peak RSS by step: the service's VmRSS sampled every 20 ms while each step ran (max over attempts;")
-    print("'-': the step did not run).")
-    print_table(
-        ["rows", *steps, "raw peak"],
-        [[f"{stats.rows:,}", *(f"{mib(k)} ({k / r_peak:.2f}x raw)" if k else "-" for k in step_peaks), mib(r_peak)]],
-    )
+    step_peak_table([(f"{stats.rows:,}", pipelines, r_peak)])
     print(f"reconciliation passed in every pipeline run: {all(x['dq_passed'] for x in pipelines)}")
     print("raw JSON:", json.dumps({"pipeline": pipelines, "raw": raws}))
     print_footer()

@@ -69,6 +69,7 @@ from benchmarks._common import (
     proc_cpu_seconds,
     proc_status_kib,
     run_json,
+    step_peak_table,
 )
 
 RATIO_TARGET = 1.25
@@ -645,7 +646,7 @@ def _report(results: list[dict[str, Any]], backend: str) -> None:
         print("Peak RSS (VmHWM, max over attempts). Service: after bootstrap + onboarding (before the run) and")
         print("after the run. Raw: the fresh process before its INSERT (imports + ATTACH) and after it.")
     print_table(headers, memory)
-    _report_step_peaks(results)
+    step_peak_table([(f"{r['rows']:,}", r["pipeline"], max(x["hwm_kib"] for x in r["raw"])) for r in results])
     if bq:
         _report_jobs(results)
     print("All attempts")
@@ -688,23 +689,6 @@ def _report(results: list[dict[str, Any]], backend: str) -> None:
             f"Peak RSS from {first['rows']:,} to {last['rows']:,} rows: "
             f"service {grow_p:+.0f} MiB, raw {grow_r:+.0f} MiB ({setting})."
         )
-
-
-def _report_step_peaks(results: list[dict[str, Any]]) -> None:
-    """The service's peak RSS while each step ran (sampled every 20 ms; max over attempts), against
-    the raw load's peak: the load step is what the hand-written load does."""
-    steps = list(dict.fromkeys(k for r in results for x in r["pipeline"] for k in x["step_peak_kib"]))
-    rows: list[list[Any]] = []
-    for r in results:
-        raw_peak = max(x["hwm_kib"] for x in r["raw"])
-        line: list[Any] = [f"{r['rows']:,}"]
-        for step in steps:
-            peaks = [x["step_peak_kib"].get(step) for x in r["pipeline"]]
-            known = [p for p in peaks if p is not None]
-            line.append(f"{mib(max(known))} ({max(known) / raw_peak:.2f}x raw)" if known else "-")
-        rows.append([*line, mib(raw_peak)])
-    print("Peak RSS by step (the service's VmRSS sampled every 20 ms while the step ran; max over attempts):")
-    print_table(["rows", *steps, "raw peak"], rows)
 
 
 def _report_jobs(results: list[dict[str, Any]]) -> None:
